@@ -1,0 +1,4 @@
+//! One module per `jota` subcommand.
+
+pub mod bup;
+pub mod layout;

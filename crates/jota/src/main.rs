@@ -1,0 +1,78 @@
+//! `jota`: OTA updates for NVIDIA Jetson fleets. One binary, a subcommand per area.
+
+/// `println!` that returns an error instead of panicking (e.g. on a closed pipe).
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock())?
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+mod cmd;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// OTA updates for NVIDIA Jetson fleets.
+///
+/// jota builds and inspects Tegra update payloads and flash layouts natively; later areas
+/// (bundles, boot control, the device agent, the fleet server and the simulator) join the
+/// same binary.
+#[derive(Parser, Debug)]
+#[command(name = "jota", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `jota=debug`. Also `JOTA_LOG`.
+    #[arg(long, global = true, env = "JOTA_LOG", default_value = "warn")]
+    log: String,
+    /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON elsewhere).
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Bootloader update payloads (BUP, `NVIDIA__BLOB__V2`/`V3`): inspect, extract, create.
+    ///
+    /// A BUP carries every bootloader/firmware partition image (mb1, MB1_BCT, cpu-bootloader,
+    /// ...) for one or many board variants; the consumer (UEFI capsule on R35/R36,
+    /// nv_update_engine on R32) picks each partition's entry by TNSPEC. jota reads and writes
+    /// both generations byte-exactly and applies the same selection rules.
+    Bup(cmd::bup::Args),
+    /// L4T flash-layout XML: partitions with the offsets and sizes the flash tools compute.
+    ///
+    /// Reads NVIDIA `partition_layout` files (QSPI, eMMC, NVMe/external), resolves
+    /// placeholders such as APPSIZE, `start_location`, `align_boundary` and the
+    /// fill-the-device partitions, and pairs A/B partitions.
+    Layout(cmd::layout::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    util::init_logging(&cli.log, &cli.log_format);
+    let res = match cli.command {
+        Command::Bup(a) => cmd::bup::run(a),
+        Command::Layout(a) => cmd::layout::run(a),
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // `jota ... | head` closing the pipe early is not a failure.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
