@@ -53,6 +53,12 @@ pub(crate) fn put_padded(out: &mut Vec<u8>, s: &str, len: usize) {
     out.extend(std::iter::repeat_n(0u8, len.saturating_sub(b.len())));
 }
 
+/// SHA-256 of `data` (for deterministic identifiers; not a security boundary here).
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

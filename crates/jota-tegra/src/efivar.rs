@@ -6,72 +6,10 @@
 //! is under the EFI global GUID.
 
 use crate::bytes::{le_u32, le_u64};
+pub use crate::guid::{Guid, EFI_GLOBAL_VARIABLE_GUID, NVIDIA_PUBLIC_VARIABLE_GUID};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-
-/// A UEFI GUID in its canonical text order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Guid(pub [u8; 16]);
-
-/// `gNVIDIAPublicVariableGuid`.
-pub const NVIDIA_PUBLIC_VARIABLE_GUID: Guid = Guid([
-    0x78, 0x1e, 0x08, 0x4c, 0xa3, 0x30, 0x41, 0x7c, 0xb6, 0x78, 0x38, 0xe6, 0x96, 0x38, 0x0c, 0xb9,
-]);
-/// `EFI_GLOBAL_VARIABLE` (OsIndications, BootOrder, ...).
-pub const EFI_GLOBAL_VARIABLE_GUID: Guid = Guid([
-    0x8b, 0xe4, 0xdf, 0x61, 0x93, 0xca, 0x11, 0xd2, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c,
-]);
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
-        )
-    }
-}
-
-impl FromStr for Guid {
-    type Err = EfiVarError;
-    /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
-    fn from_str(s: &str) -> Result<Guid, EfiVarError> {
-        let bad = || EfiVarError::Name {
-            name: s.to_string(),
-            reason: "GUID must look like 781e084c-a330-417c-b678-38e696380cb9".into(),
-        };
-        let groups: Vec<&str> = s.split('-').collect();
-        if groups.len() != 5
-            || groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12]
-        {
-            return Err(bad());
-        }
-        let hex: String = groups.concat();
-        let mut out = [0u8; 16];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = hex
-                .get(i * 2..i * 2 + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)?;
-        }
-        Ok(Guid(out))
-    }
-}
-
-impl Serialize for Guid {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Guid {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Guid, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Variable attribute bits (UEFI spec).
 pub mod attr {
@@ -181,7 +119,8 @@ impl VarName {
         let guid = rest
             .strip_prefix('-')
             .ok_or_else(|| bad("no `-` before the GUID"))?
-            .parse()?;
+            .parse()
+            .map_err(|e: crate::guid::GuidError| bad(&e.to_string()))?;
         if name.is_empty() {
             return Err(bad("empty variable name"));
         }

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 /// (bundles, boot control, the device agent, the fleet server and the simulator) join the
 /// same binary.
 #[derive(Parser, Debug)]
-#[command(name = "jota", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "jota", version, max_term_width = 100)]
 struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `jota=debug`. Also `JOTA_LOG`.
     #[arg(long, global = true, env = "JOTA_LOG", default_value = "warn")]
@@ -50,17 +50,32 @@ enum Command {
     /// placeholders such as APPSIZE, `start_location`, `align_boundary` and the
     /// fill-the-device partitions, and pairs A/B partitions.
     Layout(cmd::layout::Args),
+    /// A/B boot control: nvbootctrl-compatible commands, RAUC and SWUpdate backends.
+    ///
+    /// Backends: l4t-uefi (R35/R36 UEFI variables, native), nvbootctrl (NVIDIA's tool),
+    /// uboot-env (libubootenv format, RAUC's BOOT_ORDER scheme), r32-smd (cboot slot
+    /// metadata); `auto` picks the one the device has. `--root` points at a simulated device.
+    Bootctl(cmd::bootctl::Args),
+    /// Simulated Jetsons: create, make releases, boot (UEFI/cboot/U-Boot A/B logic), inject
+    /// faults.
+    ///
+    /// A simulated device is a directory with real GPT disk images, efivars, an ESP and a
+    /// device tree, reached through the same paths as a Jetson, so every other jota command
+    /// works on it with `--root DIR`.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     util::init_logging(&cli.log, &cli.log_format);
     let res = match cli.command {
-        Command::Bup(a) => cmd::bup::run(a),
-        Command::Layout(a) => cmd::layout::run(a),
+        Command::Bup(a) => cmd::bup::run(a).map(|()| 0),
+        Command::Layout(a) => cmd::layout::run(a).map(|()| 0),
+        Command::Bootctl(a) => cmd::bootctl::run(a),
+        Command::Sim(a) => cmd::sim::run(a),
     };
     match res {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         // `jota ... | head` closing the pipe early is not a failure.
         Err(e)
             if e.chain().any(|c| {
@@ -74,5 +89,14 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

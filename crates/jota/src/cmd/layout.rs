@@ -67,7 +67,7 @@ fn human(n: u64) -> String {
         i += 1;
     }
     let unit = 1u64 << (10 * i);
-    if n % unit == 0 {
+    if n.is_multiple_of(unit) {
         format!("{} {}", n / unit, U[i])
     } else {
         format!("{:.2} {}", n as f64 / unit as f64, U[i])

@@ -1,4 +1,6 @@
 //! One module per `jota` subcommand.
 
+pub mod bootctl;
 pub mod bup;
 pub mod layout;
+pub mod sim;
