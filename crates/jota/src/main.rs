@@ -19,9 +19,9 @@ use clap::{Parser, Subcommand};
 
 /// OTA updates for NVIDIA Jetson fleets.
 ///
-/// jota builds and inspects Tegra update payloads and flash layouts natively; later areas
-/// (bundles, boot control, the device agent, the fleet server and the simulator) join the
-/// same binary.
+/// jota builds signed update bundles, reads and writes Tegra formats (BUP, flash layouts,
+/// UEFI variables) natively, controls A/B boot slots, and simulates Jetsons; the device
+/// agent and the fleet server join the same binary.
 #[derive(Parser, Debug)]
 #[command(name = "jota", version, max_term_width = 100)]
 struct Cli {
@@ -37,6 +37,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Update bundles: create, inspect, verify, sign, extract; export SWUpdate `.swu`.
+    ///
+    /// A bundle is one signed file (manifest + block index + independently zstd-compressed
+    /// chunks) that a device installs from a stream, or, holding the previous release,
+    /// fetches only the chunks it lacks with HTTP Range requests.
+    Bundle(cmd::bundle::Args),
+    /// Signing keys for bundles: generate, show, print the public half.
+    Keys(cmd::keys::Args),
     /// Bootloader update payloads (BUP, `NVIDIA__BLOB__V2`/`V3`): inspect, extract, create.
     ///
     /// A BUP carries every bootloader/firmware partition image (mb1, MB1_BCT, cpu-bootloader,
@@ -69,6 +77,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     util::init_logging(&cli.log, &cli.log_format);
     let res = match cli.command {
+        Command::Bundle(a) => cmd::bundle::run(a).map(|()| 0),
+        Command::Keys(a) => cmd::keys::run(a).map(|()| 0),
         Command::Bup(a) => cmd::bup::run(a).map(|()| 0),
         Command::Layout(a) => cmd::layout::run(a).map(|()| 0),
         Command::Bootctl(a) => cmd::bootctl::run(a),
@@ -86,10 +96,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-joined; a cause a message already quotes (library errors
+/// print their source) is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 #[cfg(test)]
@@ -98,5 +122,19 @@ mod tests {
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_chain_does_not_repeat_quoted_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("r2.jota: No such file")
+            .context("bundle r2.jota");
+        assert_eq!(
+            super::error_chain(&e),
+            "bundle r2.jota: r2.jota: No such file"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
     }
 }

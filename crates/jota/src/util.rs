@@ -89,6 +89,51 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A byte progress bar on a terminal; nothing elsewhere (callers log milestones).
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    /// A bar of `total` bytes titled `what`, drawn only when stderr is a terminal.
+    pub fn bytes(what: &str, total: u64) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message(what.to_string());
+        Bar(Some(b))
+    }
+
+    /// Adds `n` bytes.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+
+    /// Starts over with a new title and total.
+    pub fn reset(&self, what: &str, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_message(what.to_string());
+            b.set_length(total);
+            b.set_position(0);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn done(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

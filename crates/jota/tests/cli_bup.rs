@@ -1,13 +1,11 @@
 //! `jota bup` end to end: create → inspect --json → extract, with TNSPEC selection.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::Path;
 
-fn jota() -> Command {
-    Command::cargo_bin("jota").unwrap()
-}
+mod common;
+use common::jota;
 
 const NANO8: &str = "3767-300-0005-K.2-1-1-jetson-orin-nano-devkit-";
 const NANO4: &str = "3767-300-0004-K.2-1-1-jetson-orin-nano-devkit-";

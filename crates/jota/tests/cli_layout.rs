@@ -1,12 +1,10 @@
 //! `jota layout show` end to end on the shipped T234 layouts and a user file.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn jota() -> Command {
-    Command::cargo_bin("jota").unwrap()
-}
+mod common;
+use common::jota;
 
 fn show_json(args: &[&str]) -> Value {
     let out = jota()

@@ -2,68 +2,26 @@
 //! sgdisk/sfdisk read the simulated disks, libubootenv's fw_printenv/fw_setenv share the
 //! U-Boot environment, RAUC 1.8 drives `jota bootctl rauc-backend`.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-fn jota() -> Command {
-    Command::cargo_bin("jota").unwrap()
-}
+mod common;
+use common::{jota, jota_bin, sim_releases, tool};
 
-fn jota_bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("jota")
-}
-
-/// A tool the test needs; CI installs it (.ci/run), so its absence is a failure.
-fn tool(name: &str) -> PathBuf {
-    for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let p = Path::new(d).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} is not installed (apt-get install it; .ci/run does)");
-}
-
-struct Fixture {
-    _d: tempfile::TempDir,
-    root: PathBuf,
-}
-
+/// Two releases each of an Orin Nano (R36) and a Nano (R32).
 fn releases() -> &'static Path {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    let f = F.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        for (model, name, v) in [
+    static F: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    sim_releases(
+        &F,
+        &[
             ("orin-nano-8gb", "o1", "1.0.0"),
             ("orin-nano-8gb", "o2", "2.0.0"),
             ("nano-r32", "n1", "1.0.0"),
             ("nano-r32", "n2", "2.0.0"),
-        ] {
-            jota()
-                .args([
-                    "sim",
-                    "make-release",
-                    "--rootfs-size",
-                    "8M",
-                    "--model",
-                    model,
-                    "--version",
-                    v,
-                    "-o",
-                ])
-                .arg(d.path().join(name))
-                .assert()
-                .success();
-        }
-        Fixture {
-            root: d.path().to_path_buf(),
-            _d: d,
-        }
-    });
-    &f.root
+        ],
+    )
 }
 
 fn create(model: &str, rel: &str) -> (tempfile::TempDir, PathBuf) {
