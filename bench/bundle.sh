@@ -15,13 +15,8 @@ cd "$(dirname "$0")/.."
 W="${1:-/tmp/jota-bench-bundle}"
 mkdir -p "$W"
 
-need=()
-command -v zstd >/dev/null || need+=(zstd)
-[ -x /usr/bin/time ] || need+=(time)
-command -v mke2fs >/dev/null || need+=(e2fsprogs)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/common.sh
+need_tools /usr/bin/time:time zstd:zstd mke2fs:e2fsprogs
 
 cargo build --release -q -p jota
 J="$PWD/target/release/jota"
@@ -33,14 +28,7 @@ cp crates/jota-bundle/tests/fixtures/keys/ed25519.pub.pem "$RING/"
 if [ ! -s "$W/usr.img" ]; then
     find /usr/lib -type f -size +4k -print0 | sort -z | xargs -0 cat 2>/dev/null | head -c 1073741824 > "$W/usr.img" || true
 fi
-if [ ! -s "$W/rootfs.ext4" ]; then
-    rm -rf "$W/stage" && mkdir -p "$W/stage"
-    for d in /usr/lib/x86_64-linux-gnu /usr/lib/jvm /usr/lib/gcc; do
-        [ -d "$d" ] && cp -a "$d" "$W/stage/" 2>/dev/null || true
-    done
-    mke2fs -q -t ext4 -b 4096 -d "$W/stage" "$W/rootfs.ext4" 2G
-    rm -rf "$W/stage"
-fi
+make_rootfs "$W/rootfs.ext4"
 
 # run NAME CMD...: wall seconds and peak RSS (KiB) into $secs / $rss
 run() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A first look at jota: an A/B update of a simulated Orin Nano, by hand.
-# (The full fleet demo, `jota demo`, arrives with the agent and server.)
+# A first look at jota: a signed A/B update of a simulated Orin Nano, step by step —
+# build two releases, sign a bundle, install it, reboot, validate, commit.
+# (The full fleet demo, `jota demo`, arrives with the fleet server.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -10,12 +11,21 @@ echo "== working in $W"
 run() { echo; echo "\$ jota $*"; "$J" "$@"; }
 run sim make-release --version 1.0.0 -o "$W/rel-1.0.0"
 run sim make-release --version 2.0.0 -o "$W/rel-2.0.0"
+run keys generate --algo ed25519 -o "$W/keys"
+run bundle create -o "$W/update-2.0.0.jota" --version 2.0.0 --hw-compat '3767-000[0-5]' \
+    --key "$W/keys/jota-signing.key.pem" --rootfs "$W/rel-2.0.0/rootfs.ext4" \
+    --kernel "$W/rel-2.0.0/Image" --dtb "$W/rel-2.0.0/kernel.dtb" --capsule "$W/rel-2.0.0/TEGRA_BL.Cap"
 run sim create "$W/jetson" --model orin-nano-8gb --release "$W/rel-1.0.0"
+mkdir -p "$W/jetson/etc/jota/keyring"
+cp "$W/keys/jota-signing.pub.pem" "$W/jetson/etc/jota/keyring/"
+cat > "$W/jetson/etc/jota/agent.toml" <<'TOML'
+[[validate.checks]]
+name = "application"
+command = ["sh", "-c", "jota sim health \"$JOTA_ROOT\""]
+TOML
 run sim boot "$W/jetson"
-run sim flash "$W/jetson" --release "$W/rel-2.0.0" --slot b
-run bootctl --root "$W/jetson" set-active-boot-slot 1
+run install --root "$W/jetson" "$W/update-2.0.0.jota"
 run sim boot "$W/jetson"
-run bootctl --root "$W/jetson" verify
-run bootctl --root "$W/jetson" -t rootfs dump-slots-info
-run bootctl --root "$W/jetson" dump-slots-info
+run agent validate --root "$W/jetson"
+run status --root "$W/jetson"
 echo; echo "== the simulated Jetson stays in $W/jetson (try: jota sim status $W/jetson)"

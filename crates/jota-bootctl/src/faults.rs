@@ -126,7 +126,12 @@ impl Faults {
     pub fn update<T>(&self, f: impl FnOnce(&mut FaultPlan) -> io::Result<T>) -> io::Result<T> {
         let _l = self.lock()?;
         let mut p = self.read_unlocked()?;
+        let before = p.clone();
         let r = f(&mut p)?;
+        if p == before && self.path.exists() {
+            // Most writes change nothing (no cut armed): skip rewriting the plan.
+            return Ok(r);
+        }
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(
             &tmp,

@@ -333,6 +333,19 @@ impl PartitionIo {
     pub fn sync(&self) -> Result<(), StorageError> {
         self.file.sync_data().map_err(io_err(&self.part.file))
     }
+
+    /// Drops a range from the page cache (after [`sync`](Self::sync)), so that reading it
+    /// back reads the medium, not the cache.
+    pub fn drop_cache(&self, offset: u64, len: u64) -> Result<(), StorageError> {
+        let len = std::num::NonZeroU64::new(len);
+        rustix::fs::fadvise(
+            &self.file,
+            self.part.offset + offset,
+            len,
+            rustix::fs::Advice::DontNeed,
+        )
+        .map_err(|e| io_err(&self.part.file)(e.into()))
+    }
 }
 
 #[cfg(test)]

@@ -339,6 +339,22 @@ impl Bundle {
         threads: usize,
         progress: &dyn Fn(u64),
     ) -> Result<Digest> {
+        self.extract_with(comp, out, threads, progress, true)
+            .map(|d| d.unwrap_or_default())
+    }
+
+    /// [`extract`](Self::extract), optionally without the whole-component sha256 (every chunk
+    /// is still verified). For callers that hash what they wrote anyway — an installer reading
+    /// the partition back — the second hash of the same bytes is pure cost. Returns the
+    /// component digest when it was computed.
+    pub fn extract_with(
+        &self,
+        comp: usize,
+        out: &mut dyn Write,
+        threads: usize,
+        progress: &dyn Fn(u64),
+        hash_component: bool,
+    ) -> Result<Option<Digest>> {
         let c = &self.parsed.manifest.components[comp];
         let map = &self.parsed.maps[comp];
         let firsts = chunk_firsts(c);
@@ -367,12 +383,12 @@ impl Bundle {
             source,
         };
         let prefetch = Prefetch::new(order.len(), threads * 2 + 2);
-        std::thread::scope(|s| -> Result<Digest> {
+        std::thread::scope(|s| -> Result<Option<Digest>> {
             for _ in 0..threads {
                 let (p, order, file, path) = (&prefetch, &order, &self.file, &self.path);
                 s.spawn(move || p.work(|pos| load_chunk(file, path, payload_off, c, order[pos])));
             }
-            let res = (|| -> Result<Digest> {
+            let res = (|| -> Result<Option<Digest>> {
                 let mut hasher = sha2::Sha256::new();
                 let mut cache: VecDeque<(usize, Arc<Vec<u8>>)> = VecDeque::new();
                 let mut next = 0usize;
@@ -380,7 +396,9 @@ impl Bundle {
                 let zeros = vec![0u8; 1 << 20];
                 let mut emit = |b: &[u8], left: &mut u64| -> Result<()> {
                     let take = (b.len() as u64).min(*left) as usize;
-                    hasher.update(&b[..take]);
+                    if hash_component {
+                        hasher.update(&b[..take]);
+                    }
                     out.write_all(&b[..take]).map_err(out_err)?;
                     *left -= take as u64;
                     progress(take as u64);
@@ -435,6 +453,9 @@ impl Bundle {
                         }
                     }
                 }
+                if !hash_component {
+                    return Ok(None);
+                }
                 let actual = Digest(hasher.finalize().into());
                 if actual != c.sha256 {
                     return Err(ReadError::ComponentHash {
@@ -443,7 +464,7 @@ impl Bundle {
                         actual,
                     });
                 }
-                Ok(actual)
+                Ok(Some(actual))
             })();
             prefetch.stop();
             res

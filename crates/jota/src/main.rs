@@ -45,6 +45,16 @@ enum Command {
     Bundle(cmd::bundle::Args),
     /// Signing keys for bundles: generate, show, print the public half.
     Keys(cmd::keys::Args),
+    /// Install a bundle into the inactive slot and switch to it (like `rauc install`).
+    ///
+    /// Checks the signature, hardware, anti-rollback floor and pre-flight conditions before
+    /// anything is written; streams every component into the inactive slot verifying each
+    /// chunk, reads it back, and only then switches bootloader and rootfs together.
+    Install(cmd::install::Args),
+    /// Slots, versions and the last update; mark-good, mark-bad, mark-active (RAUC habits).
+    Status(cmd::status::Args),
+    /// Device services: boot validation (`jota agent validate`).
+    Agent(cmd::agent::Args),
     /// Bootloader update payloads (BUP, `NVIDIA__BLOB__V2`/`V3`): inspect, extract, create.
     ///
     /// A BUP carries every bootloader/firmware partition image (mb1, MB1_BCT, cpu-bootloader,
@@ -79,6 +89,9 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Bundle(a) => cmd::bundle::run(a).map(|()| 0),
         Command::Keys(a) => cmd::keys::run(a).map(|()| 0),
+        Command::Install(a) => cmd::install::run(a).map(|()| 0),
+        Command::Status(a) => cmd::status::run(a).map(|()| 0),
+        Command::Agent(a) => cmd::agent::run(a),
         Command::Bup(a) => cmd::bup::run(a).map(|()| 0),
         Command::Layout(a) => cmd::layout::run(a).map(|()| 0),
         Command::Bootctl(a) => cmd::bootctl::run(a),

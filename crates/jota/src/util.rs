@@ -117,6 +117,20 @@ impl Bar {
         }
     }
 
+    /// Sets the total.
+    pub fn set_length(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+        }
+    }
+
+    /// Sets the position.
+    pub fn set_position(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.set_position(n);
+        }
+    }
+
     /// Starts over with a new title and total.
     pub fn reset(&self, what: &str, total: u64) {
         if let Some(b) = &self.0 {

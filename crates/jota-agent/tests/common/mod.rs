@@ -1,0 +1,219 @@
+//! Simulated Jetsons, releases and bundles for the agent tests.
+#![allow(dead_code)]
+
+use jota_agent::config::{Check, Config};
+use jota_agent::install::{install, InstallOptions, InstallReport};
+use jota_agent::validate::{validate, ValidateReport};
+use jota_agent::{AgentError, Device};
+use jota_bootctl::DeviceRoot;
+use jota_bundle::build::{BaseKeys, Builder, ComponentSpec, NoProgress, Options, Release};
+use jota_bundle::sign::Signer;
+use jota_bundle::{ComponentType, SecretKey};
+use jota_sim::firmware::{boot, Outcome};
+use jota_sim::release::{make_release, ReleaseOptions};
+use jota_sim::{CreateOptions, Model, SimDevice};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub fn keys_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../jota-bundle/tests/fixtures/keys")
+}
+
+/// A keyring directory trusting the ed25519 test key.
+pub fn keyring() -> &'static Path {
+    static K: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &K.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keyring");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::copy(
+            keys_dir().join("ed25519.pub.pem"),
+            p.join("ed25519.pub.pem"),
+        )
+        .unwrap();
+        (d, p)
+    })
+    .1
+}
+
+pub const ROOTFS: u64 = 6 << 20;
+
+/// Releases per (model, version, broken), built once per test binary.
+pub fn release(model: &str, version: &str, broken: bool) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let d = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let out = d.path().join(format!(
+        "{model}-{version}{}",
+        if broken { "-broken" } else { "" }
+    ));
+    let _g = LOCK.lock().unwrap();
+    if !out.join("release.json").exists() {
+        make_release(
+            &ReleaseOptions {
+                version: version.into(),
+                model: Model::get(model).unwrap(),
+                l4t: None,
+                fails_health_check: broken,
+                rootfs_size: ROOTFS,
+                capsule_key: None,
+            },
+            &out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// A bundle of a release: rootfs, kernel, DTB and the release's capsule or BUP.
+pub fn bundle_of(rel: &Path, out: &Path, version: &str, hw: &[&str], min: Option<&str>) -> PathBuf {
+    let m = jota_sim::release::load(rel).unwrap();
+    let staging = out.parent().unwrap();
+    let mut b = Builder::new(
+        staging,
+        Options {
+            chunk_blocks: 32,
+            threads: 2,
+            ..Options::default()
+        },
+        BaseKeys::default(),
+    )
+    .unwrap();
+    let raw = |name: &str, part: &str| {
+        let mut s = ComponentSpec::new(name, ComponentType::RawImage);
+        s.partition = Some(part.into());
+        s
+    };
+    b.add(raw("rootfs", "APP"), &rel.join(&m.rootfs.name), &NoProgress)
+        .unwrap();
+    b.add(
+        raw("kernel", "kernel"),
+        &rel.join(&m.kernel.name),
+        &NoProgress,
+    )
+    .unwrap();
+    b.add(
+        raw("kernel-dtb", "kernel-dtb"),
+        &rel.join(&m.dtb.name),
+        &NoProgress,
+    )
+    .unwrap();
+    if let Some(c) = &m.capsule {
+        b.add(
+            ComponentSpec::new("capsule", ComponentType::UefiCapsule),
+            &rel.join(&c.name),
+            &NoProgress,
+        )
+        .unwrap();
+    } else if let Some(c) = &m.bup {
+        b.add(
+            ComponentSpec::new("bup", ComponentType::TegraBup),
+            &rel.join(&c.name),
+            &NoProgress,
+        )
+        .unwrap();
+    }
+    let key = SecretKey::load(&keys_dir().join("ed25519.key.pem")).unwrap();
+    let signers: [&dyn Signer; 1] = [&key];
+    b.finish(
+        Release {
+            version: version.into(),
+            hardware_compatibility: hw.iter().map(|s| s.to_string()).collect(),
+            minimum_version: min.map(str::to_string),
+            ..Release::default()
+        },
+        &signers,
+        out,
+    )
+    .unwrap();
+    out.to_path_buf()
+}
+
+/// A simulated device flashed with `rel` in both slots and booted.
+pub fn device(dir: &Path, model: &str, rel: &Path) -> SimDevice {
+    let dev = SimDevice::create(
+        dir,
+        &CreateOptions {
+            model: Model::get(model).unwrap(),
+            l4t: None,
+            layouts: Vec::new(),
+            vars: Default::default(),
+            rootfs_size: 8 << 20,
+            serial: None,
+            release: Some(rel.to_path_buf()),
+            retry_count_max: 3,
+        },
+    )
+    .unwrap();
+    booted(&dev);
+    dev
+}
+
+/// The agent configuration the tests use: small writes (many fault points), the simulated
+/// release's own health as the check.
+pub fn config() -> Config {
+    let mut c = Config {
+        write_block_kib: 64,
+        ..Config::default()
+    };
+    c.validate.watchdog = String::new();
+    c.validate.checks = vec![Check {
+        name: "app".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            // The simulator records whether the booted release is healthy.
+            r#"! grep -q '"fails_health_check": true' "$JOTA_ROOT/sim/state.json""#.into(),
+        ],
+        ..Check::default()
+    }];
+    c
+}
+
+pub fn agent(dev: &SimDevice, c: &Config) -> Device {
+    Device::open(DeviceRoot::at(&dev.dir), c.clone()).unwrap()
+}
+
+pub fn try_install(
+    dev: &SimDevice,
+    c: &Config,
+    bundle: &Path,
+) -> Result<InstallReport, AgentError> {
+    let mut a = agent(dev, c);
+    install(
+        &mut a,
+        &InstallOptions {
+            bundle: bundle.to_path_buf(),
+            source: bundle.display().to_string(),
+            keyring: Some(keyring().to_path_buf()),
+            no_switch: false,
+            threads: 1,
+        },
+        &|_, _, _| {},
+    )
+}
+
+pub fn try_validate(dev: &SimDevice, c: &Config) -> Result<ValidateReport, AgentError> {
+    validate(&mut agent(dev, c))
+}
+
+/// Boots and expects an OS: (slot, version).
+pub fn booted(dev: &SimDevice) -> (jota_tegra::efivar::Slot, String) {
+    let r = boot(dev, false).unwrap();
+    match r.outcome {
+        Outcome::Booted { slot, version, .. } => (slot, version),
+        o => panic!("device did not boot: {o:?}\n{:#?}", r.events),
+    }
+}
+
+/// Copies a device directory (sparse images stay sparse).
+pub fn clone_device(from: &Path, to: &Path) -> SimDevice {
+    let st = std::process::Command::new("cp")
+        .args(["-a", "--sparse=always"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    SimDevice::open(to).unwrap()
+}

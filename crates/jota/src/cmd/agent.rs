@@ -1,0 +1,126 @@
+//! `jota agent`: the device-side services (boot validation), and the device opening shared
+//! with `jota install` and `jota status`.
+
+use crate::util::print_json;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jota_agent::validate::Verdict;
+use jota_agent::{Config, Device};
+use jota_bootctl::DeviceRoot;
+use std::path::PathBuf;
+
+/// Where the device is and how the agent is configured (shared by install, status, agent).
+#[derive(Parser, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Device root: `/` on a Jetson, a simulated device's directory otherwise.
+    #[arg(long, env = "JOTA_ROOT", default_value = "/", global = true)]
+    pub root: PathBuf,
+    /// Agent configuration (default: /etc/jota/agent.toml inside the root).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl DeviceArgs {
+    /// Loads the configuration and opens the device.
+    pub fn open(&self) -> Result<Device> {
+        let root = DeviceRoot::at(&self.root);
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| root.path(jota_agent::config::CONFIG_FILE));
+        let config = Config::load(&path)?;
+        Device::open(root, config)
+            .with_context(|| format!("opening the device at {}", self.root.display()))
+    }
+}
+
+/// Arguments of `jota agent`.
+#[derive(Parser, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    dev: DeviceArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Validate the booted slot (run at every boot by jota-validate.service): after an
+    /// update, run the health checks while feeding the watchdog, then commit (mark both
+    /// chains successful) or fail (mark bad or leave it to the retry counter, and reboot).
+    /// Exit 0 when the slot is good, 1 when validation failed.
+    Validate {
+        /// JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the default configuration (every key with its default) as TOML.
+    DefaultConfig,
+}
+
+/// Runs `jota agent`.
+pub fn run(a: Args) -> Result<u8> {
+    match a.cmd {
+        Cmd::DefaultConfig => {
+            print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(0)
+        }
+        Cmd::Validate { json } => {
+            let mut dev = a.dev.open()?;
+            let rep = jota_agent::validate::validate(&mut dev)?;
+            let ok = match &rep.verdict {
+                Verdict::Failed { .. } => false,
+                Verdict::NothingPending { healthy, .. } => *healthy,
+                _ => true,
+            };
+            if json {
+                print_json(&rep)?;
+            } else {
+                for c in &rep.checks {
+                    outln!(
+                        "  {} {}: {} ({} ms)",
+                        if c.ok { "ok  " } else { "FAIL" },
+                        c.name,
+                        c.detail,
+                        c.ms
+                    );
+                }
+                outln!("{}", describe(&rep.verdict));
+                if rep.reboot {
+                    outln!("rebooting so the firmware falls back");
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
+        }
+    }
+}
+
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::NothingPending { slot, healthy } => format!(
+            "no update pending; slot {slot} is {}",
+            if *healthy {
+                "healthy and marked good"
+            } else {
+                "NOT healthy"
+            }
+        ),
+        Verdict::Committed { version, slot } => {
+            format!("version {version} on slot {slot} passed validation and is committed")
+        }
+        Verdict::Failed {
+            version,
+            attempts,
+            reason,
+            action,
+        } => {
+            format!("version {version} failed validation (attempt {attempts}, {action}): {reason}")
+        }
+        Verdict::RolledBack { version, slot } => {
+            format!("rolled back: version {version} did not stay up; running slot {slot}")
+        }
+        Verdict::Interrupted { version } => format!(
+            "the install of {version} was interrupted before the switch; `jota install` resumes it"
+        ),
+    }
+}
