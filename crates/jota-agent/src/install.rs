@@ -21,7 +21,7 @@ use jota_bootctl::root::paths;
 use jota_bootctl::storage::{PartitionIo, PartitionRef, Storage};
 use jota_bootctl::Target;
 use jota_bundle::manifest::{Component, ComponentType, Digest, Phase};
-use jota_bundle::read::{Bundle, Trust};
+use jota_bundle::read::{extract_parsed, Bundle, Parsed, ReadError, Trust};
 use jota_bundle::sign::Keyring;
 use jota_tegra::efivar::{L4tVars, Slot, OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED};
 use sha2::Digest as _;
@@ -112,22 +112,49 @@ enum Plan {
     Script(Phase),
 }
 
-/// Installs a bundle into the inactive slot and (unless `no_switch`) switches to it.
+/// Where an install's chunks come from: a local bundle file, or a delta source (seed,
+/// cache, HTTP ranges). Every chunk it returns is decompressed and verified.
+pub trait ChunkSource: Sync {
+    /// The bundle's front (signatures already checked).
+    fn parsed(&self) -> &Parsed;
+    /// Chunk `ci` of component `comp`.
+    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError>;
+}
+
+impl ChunkSource for Bundle {
+    fn parsed(&self) -> &Parsed {
+        &self.parsed
+    }
+    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError> {
+        self.read_chunk(comp, ci)
+    }
+}
+
+impl ChunkSource for jota_delta::remote::DeltaSource {
+    fn parsed(&self) -> &Parsed {
+        &self.parsed
+    }
+    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError> {
+        jota_delta::remote::DeltaSource::load(self, comp, ci)
+    }
+}
+
+/// The keyring an install trusts.
+pub fn keyring(dev: &Device, opts: &InstallOptions) -> Result<Keyring, AgentError> {
+    let ring_dir = opts
+        .keyring
+        .clone()
+        .unwrap_or_else(|| dev.root.path(&dev.config.keyring));
+    Keyring::load(&ring_dir).map_err(|e| AgentError::Rejected(e.to_string()))
+}
+
+/// Installs a local bundle file into the inactive slot and (unless `no_switch`) switches.
 pub fn install(
     dev: &mut Device,
     opts: &InstallOptions,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<InstallReport, AgentError> {
-    let st = dev.storage.clone();
-    let data = DataDir::new(&st, &dev.config.data_dir);
-    let _lock = InstallLock::take(&data)?;
-
-    // 1. Everything that can refuse the bundle, before any write.
-    let ring_dir = opts
-        .keyring
-        .clone()
-        .unwrap_or_else(|| dev.root.path(&dev.config.keyring));
-    let ring = Keyring::load(&ring_dir).map_err(|e| AgentError::Rejected(e.to_string()))?;
+    let ring = keyring(dev, opts)?;
     let bundle = Bundle::open(&opts.bundle, Trust::Keyring(&ring))
         .map_err(|e| AgentError::Rejected(format!("{}: {e}", opts.bundle.display())))?;
     // A local bundle is checked whole before the first write (the payload hash covers every
@@ -136,8 +163,26 @@ pub fn install(
     bundle
         .check_payload_hash()
         .map_err(|e| AgentError::Rejected(format!("{}: {e}", opts.bundle.display())))?;
-    let m = bundle.manifest().clone();
-    let bundle_id = Digest::of(&bundle.parsed.manifest_bytes).to_string();
+    install_from(dev, &bundle, opts, &mut |_, _| Ok(()), progress)
+}
+
+/// Installs from any chunk source. `prepare` runs once every check has passed, under the
+/// install lock and before the first write, with the running slot (a delta install scans
+/// its seeds and fetches the missing chunks there).
+pub fn install_from(
+    dev: &mut Device,
+    src: &dyn ChunkSource,
+    opts: &InstallOptions,
+    prepare: &mut dyn FnMut(&Device, Slot) -> Result<(), AgentError>,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<InstallReport, AgentError> {
+    let st = dev.storage.clone();
+    let data = DataDir::new(&st, &dev.config.data_dir);
+    let _lock = InstallLock::take(&data)?;
+
+    // 1. Everything that can refuse the bundle, before any write.
+    let m = src.parsed().manifest.clone();
+    let bundle_id = Digest::of(&src.parsed().manifest_bytes).to_string();
 
     let rules = m
         .hw_rules()
@@ -204,6 +249,8 @@ pub fn install(
         plans.push(plan(dev, c, target, uefi)?);
     }
 
+    prepare(dev, current)?;
+
     // Resume an interrupted install of the same bundle into the same slot.
     let resume = prev.filter(|j| {
         j.bundle_id == bundle_id
@@ -250,13 +297,7 @@ pub fn install(
         data.set_status("installing")?;
         tracing::info!(version = %m.version, slot = %target, "install started");
         hook(&dev.config.hooks.pre_install, &env("pre-install"))?;
-        run_scripts(
-            &bundle,
-            &plans,
-            Phase::PreInstall,
-            &data,
-            &env("pre-install"),
-        )?;
+        run_scripts(src, &plans, Phase::PreInstall, &data, &env("pre-install"))?;
 
         let mut report = InstallReport {
             version: m.version.clone(),
@@ -269,7 +310,7 @@ pub fn install(
         for (i, (c, p)) in m.components.iter().zip(&plans).enumerate() {
             j.state = State::Installing { component: i };
             data.save(&mut j)?;
-            if previously.contains(&c.name) && verify_written(dev, &bundle, i, p, target)? {
+            if previously.contains(&c.name) && verify_written(dev, src, i, p, target)? {
                 tracing::info!(component = %c.name, "resumed: already written and intact");
                 report.resumed.push(c.name.clone());
                 j.verified.push(c.name.clone());
@@ -277,14 +318,14 @@ pub fn install(
             }
             let wrote = match p {
                 Plan::Partition(part) => {
-                    write_partition(&st, &bundle, i, part, block, opts.threads, &|n| {
+                    write_partition(&st, src, i, part, block, opts.threads, &|n| {
                         progress(&c.name, n, c.size)
                     })?;
                     c.size
                 }
-                Plan::Bup(tnspec) => write_bup(dev, &bundle, i, tnspec, target)?,
+                Plan::Bup(tnspec) => write_bup(dev, src, i, tnspec, target)?,
                 Plan::File(path) => {
-                    let bytes = extract_small(&bundle, i)?;
+                    let bytes = extract_small(src, i)?;
                     st.write_file(path, &bytes)?;
                     bytes.len() as u64
                 }
@@ -295,13 +336,7 @@ pub fn install(
             j.verified.push(c.name.clone());
             data.save(&mut j)?;
         }
-        run_scripts(
-            &bundle,
-            &plans,
-            Phase::PostInstall,
-            &data,
-            &env("post-install"),
-        )?;
+        run_scripts(src, &plans, Phase::PostInstall, &data, &env("post-install"))?;
         hook(&dev.config.hooks.post_install, &env("post-install"))?;
         j.state = State::Installed;
         data.save(&mut j)?;
@@ -313,7 +348,7 @@ pub fn install(
         // 3. The switch: every component is written and verified.
         for (i, p) in plans.iter().enumerate() {
             if let Plan::Capsule(path) = p {
-                stage_capsule(dev, &bundle, i, path)?;
+                stage_capsule(dev, src, i, path)?;
             }
         }
         dev.boot.switch_both(target)?;
@@ -458,14 +493,14 @@ fn plan(dev: &Device, c: &Component, target: Slot, uefi: bool) -> Result<Plan, A
 /// Writes component `i` into `part` in `block`-sized writes.
 fn write_partition(
     st: &Storage,
-    bundle: &Bundle,
+    src: &dyn ChunkSource,
     i: usize,
     part: &PartitionRef,
     block: usize,
     threads: usize,
     progress: &dyn Fn(u64),
 ) -> Result<(), AgentError> {
-    let c = &bundle.manifest().components[i];
+    let c = &src.parsed().manifest.components[i];
     let io = st.open(part, true)?;
     // A read-back thread trails the writer: each time it is kicked it makes what was
     // written so far durable (fsync), drops it from the page cache and reads it back from
@@ -494,7 +529,16 @@ fn write_partition(
             err: None,
         };
         // The read-back hash covers the component: no second hash while extracting.
-        let res = bundle.extract_with(i, &mut w, threads, &|n| progress(n), false);
+        let load = |ci: usize| src.load(i, ci);
+        let res = extract_parsed(
+            src.parsed(),
+            i,
+            &load,
+            &mut w,
+            threads,
+            &|n| progress(n),
+            false,
+        );
         let flushed = w.flush_block();
         let err = w.err.take();
         drop(w); // closes the channel: the reader finishes what it was given
@@ -555,7 +599,13 @@ const FLUSH_EVERY: u64 = 64 << 20;
 impl PartWriter<'_> {
     fn flush_block(&mut self) -> Result<(), jota_bootctl::storage::StorageError> {
         if !self.buf.is_empty() {
-            self.io.write_at(self.at, &self.buf)?;
+            // Zero runs (free space of a filesystem image) become zero-range allocations:
+            // no data to move, and the read-back reads holes.
+            if self.buf.iter().all(|b| *b == 0) {
+                self.io.write_zeros(self.at, self.buf.len() as u64)?;
+            } else {
+                self.io.write_at(self.at, &self.buf)?;
+            }
             self.at += self.buf.len() as u64;
             self.since_flush += self.buf.len() as u64;
             self.buf.clear();
@@ -630,15 +680,15 @@ fn read_back(
 /// Whether a component an interrupted install wrote is still intact.
 fn verify_written(
     dev: &Device,
-    bundle: &Bundle,
+    src: &dyn ChunkSource,
     i: usize,
     p: &Plan,
     target: Slot,
 ) -> Result<bool, AgentError> {
-    let c = &bundle.manifest().components[i];
+    let c = &src.parsed().manifest.components[i];
     Ok(match p {
         Plan::Partition(part) => hash_partition(&dev.storage, part, c.size)? == c.sha256,
-        Plan::Bup(tnspec) => bup_written(dev, bundle, i, tnspec, target)?,
+        Plan::Bup(tnspec) => bup_written(dev, src, i, tnspec, target)?,
         Plan::File(path) => std::fs::read(dev.root.path(path))
             .map(|b| Digest::of(&b) == c.sha256)
             .unwrap_or(false),
@@ -646,12 +696,19 @@ fn verify_written(
     })
 }
 
-fn extract_small(bundle: &Bundle, i: usize) -> Result<Vec<u8>, AgentError> {
-    let c = &bundle.manifest().components[i];
+fn extract_small(src: &dyn ChunkSource, i: usize) -> Result<Vec<u8>, AgentError> {
+    let c = &src.parsed().manifest.components[i];
     let mut v = Vec::with_capacity(c.size.min(MAX_IN_MEMORY) as usize);
-    bundle
-        .extract(i, &mut v, 0, &|_| {})
-        .map_err(|e| AgentError::Rejected(e.to_string()))?;
+    extract_parsed(
+        src.parsed(),
+        i,
+        &|ci| src.load(i, ci),
+        &mut v,
+        0,
+        &|_| {},
+        true,
+    )
+    .map_err(|e| AgentError::Rejected(e.to_string()))?;
     Ok(v)
 }
 
@@ -681,12 +738,12 @@ fn bup_entries(bytes: &[u8], tnspec: &str) -> Result<Vec<(String, Vec<u8>)>, Age
 /// device has), then reads each back.
 fn write_bup(
     dev: &Device,
-    bundle: &Bundle,
+    src: &dyn ChunkSource,
     i: usize,
     tnspec: &str,
     target: Slot,
 ) -> Result<u64, AgentError> {
-    let bytes = extract_small(bundle, i)?;
+    let bytes = extract_small(src, i)?;
     let entries = bup_entries(&bytes, tnspec)?;
     let mut total = 0;
     for (p, data) in &entries {
@@ -721,12 +778,12 @@ fn write_bup(
 
 fn bup_written(
     dev: &Device,
-    bundle: &Bundle,
+    src: &dyn ChunkSource,
     i: usize,
     tnspec: &str,
     target: Slot,
 ) -> Result<bool, AgentError> {
-    let bytes = extract_small(bundle, i)?;
+    let bytes = extract_small(src, i)?;
     for (p, data) in bup_entries(&bytes, tnspec)? {
         let Ok(part) = dev.label(&p, target) else {
             continue;
@@ -739,8 +796,13 @@ fn bup_written(
 }
 
 /// Places the capsule on the ESP and asks the firmware to process it at the next boot.
-fn stage_capsule(dev: &Device, bundle: &Bundle, i: usize, path: &str) -> Result<(), AgentError> {
-    let bytes = extract_small(bundle, i)?;
+fn stage_capsule(
+    dev: &Device,
+    src: &dyn ChunkSource,
+    i: usize,
+    path: &str,
+) -> Result<(), AgentError> {
+    let bytes = extract_small(src, i)?;
     // Leftovers (a torn earlier staging) would be processed as capsules too.
     let dir = Path::new(path).parent().map(|p| p.display().to_string());
     if let Some(dir) = &dir {
@@ -769,7 +831,7 @@ fn stage_capsule(dev: &Device, bundle: &Bundle, i: usize, path: &str) -> Result<
 
 /// Runs the bundle's scripts of `phase` (extracted to the data directory).
 fn run_scripts(
-    bundle: &Bundle,
+    src: &dyn ChunkSource,
     plans: &[Plan],
     phase: Phase,
     data: &DataDir<'_>,
@@ -779,11 +841,11 @@ fn run_scripts(
         if !matches!(p, Plan::Script(ph) if *ph == phase) {
             continue;
         }
-        let c = &bundle.manifest().components[i];
+        let c = &src.parsed().manifest.components[i];
         let dir = data.host_path().join("scripts");
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::io(&dir, e))?;
         let f = dir.join(&c.name);
-        std::fs::write(&f, extract_small(bundle, i)?).map_err(|e| AgentError::io(&f, e))?;
+        std::fs::write(&f, extract_small(src, i)?).map_err(|e| AgentError::io(&f, e))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| AgentError::io(&f, e))?;

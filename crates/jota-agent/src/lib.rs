@@ -3,6 +3,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | `/etc/jota/agent.toml`: backend, labels, data directory, keyring, checks, hooks |
+//! | [`delta`] | delta install from a URL: seed from the active slot, fetch missing chunks by Range |
 //! | [`device`] | the device: root, storage, boot control, board ids, slot labels |
 //! | [`download`] | resumable HTTP(S) download of a bundle into the data partition |
 //! | [`install`] | the install pipeline: checks, stream into the inactive slot, read back, switch |
@@ -12,6 +13,7 @@
 //! | [`status`] | what `jota status` reports |
 
 pub mod config;
+pub mod delta;
 pub mod device;
 pub mod download;
 pub mod install;

@@ -329,6 +329,34 @@ impl PartitionIo {
         Ok(())
     }
 
+    /// Makes `len` bytes at `offset` zero (one write, as far as faults count): a zero-range
+    /// allocation on a file-backed partition, written zeros where that is not supported.
+    pub fn write_zeros(&self, offset: u64, len: u64) -> Result<(), StorageError> {
+        self.check("write", offset, len)?;
+        if let Some(f) = &self.faults {
+            if let WriteVerdict::Tear(_) = f
+                .before_write(len as usize)
+                .map_err(io_err(&self.part.file))?
+            {
+                return Err(io_err(&self.part.file)(f.cut_error()));
+            }
+        }
+        let flags = rustix::fs::FallocateFlags::ZERO_RANGE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        if rustix::fs::fallocate(&self.file, flags, self.part.offset + offset, len).is_ok() {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let mut at = 0u64;
+        while at < len {
+            let k = (len - at).min(zeros.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeros[..k], self.part.offset + offset + at)
+                .map_err(io_err(&self.part.file))?;
+            at += k as u64;
+        }
+        Ok(())
+    }
+
     /// Flushes to stable storage.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.file.sync_data().map_err(io_err(&self.part.file))

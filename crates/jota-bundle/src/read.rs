@@ -356,119 +356,17 @@ impl Bundle {
         hash_component: bool,
     ) -> Result<Option<Digest>> {
         let c = &self.parsed.manifest.components[comp];
-        let map = &self.parsed.maps[comp];
-        let firsts = chunk_firsts(c);
-        let chunk_of = |id: u64| firsts.partition_point(|&f| f <= id) - 1;
-        // Chunks in the order the image first needs them: the prefetch order.
-        let mut order = Vec::with_capacity(c.chunks.len());
-        let mut seen = vec![false; c.chunks.len()];
-        for r in &map.runs {
-            if let Run::Stored { len, first } = *r {
-                let (a, b) = (chunk_of(first), chunk_of(first + len - 1));
-                for (ci, s) in seen.iter_mut().enumerate().take(b + 1).skip(a) {
-                    if !*s {
-                        *s = true;
-                        order.push(ci);
-                    }
-                }
-            }
-        }
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
         let payload_off = self.parsed.header.payload_offset();
-        let out_err = |source| ReadError::Io {
-            path: PathBuf::from("<output>"),
-            source,
-        };
-        let prefetch = Prefetch::new(order.len(), threads * 2 + 2);
-        std::thread::scope(|s| -> Result<Option<Digest>> {
-            for _ in 0..threads {
-                let (p, order, file, path) = (&prefetch, &order, &self.file, &self.path);
-                s.spawn(move || p.work(|pos| load_chunk(file, path, payload_off, c, order[pos])));
-            }
-            let res = (|| -> Result<Option<Digest>> {
-                let mut hasher = sha2::Sha256::new();
-                let mut cache: VecDeque<(usize, Arc<Vec<u8>>)> = VecDeque::new();
-                let mut next = 0usize;
-                let mut left = c.size;
-                let zeros = vec![0u8; 1 << 20];
-                let mut emit = |b: &[u8], left: &mut u64| -> Result<()> {
-                    let take = (b.len() as u64).min(*left) as usize;
-                    if hash_component {
-                        hasher.update(&b[..take]);
-                    }
-                    out.write_all(&b[..take]).map_err(out_err)?;
-                    *left -= take as u64;
-                    progress(take as u64);
-                    Ok(())
-                };
-                for r in &map.runs {
-                    match *r {
-                        Run::Zero { len } => {
-                            let mut n = len * BS;
-                            while n > 0 && left > 0 {
-                                let k = n.min(zeros.len() as u64) as usize;
-                                emit(&zeros[..k], &mut left)?;
-                                n -= k as u64;
-                            }
-                        }
-                        Run::Stored { len, first } => {
-                            let mut id = first;
-                            while id < first + len {
-                                let ci = chunk_of(id);
-                                let data = match cache.iter().find(|(i, _)| *i == ci) {
-                                    Some((_, d)) => Arc::clone(d),
-                                    None => {
-                                        let d = if order.get(next) == Some(&ci) {
-                                            next += 1;
-                                            prefetch.take(next - 1)?
-                                        } else {
-                                            // A block seen before, in a chunk since evicted.
-                                            Arc::new(load_chunk(
-                                                &self.file,
-                                                &self.path,
-                                                payload_off,
-                                                c,
-                                                ci,
-                                            )?)
-                                        };
-                                        if cache.len() == 8 {
-                                            cache.pop_front();
-                                        }
-                                        cache.push_back((ci, Arc::clone(&d)));
-                                        d
-                                    }
-                                };
-                                let within = id - firsts[ci];
-                                let n =
-                                    (len - (id - first)).min(c.chunks[ci].blocks as u64 - within);
-                                emit(
-                                    &data[(within * BS) as usize..((within + n) * BS) as usize],
-                                    &mut left,
-                                )?;
-                                id += n;
-                            }
-                        }
-                    }
-                }
-                if !hash_component {
-                    return Ok(None);
-                }
-                let actual = Digest(hasher.finalize().into());
-                if actual != c.sha256 {
-                    return Err(ReadError::ComponentHash {
-                        component: c.name.clone(),
-                        expected: c.sha256,
-                        actual,
-                    });
-                }
-                Ok(Some(actual))
-            })();
-            prefetch.stop();
-            res
-        })
+        let load = |ci: usize| load_chunk(&self.file, &self.path, payload_off, c, ci);
+        extract_parsed(
+            &self.parsed,
+            comp,
+            &load,
+            out,
+            threads,
+            progress,
+            hash_component,
+        )
     }
 
     /// Verifies the payload hash, every chunk and every component hash (signatures were
@@ -518,6 +416,153 @@ impl Bundle {
         Ok(())
     }
 }
+
+/// Writes component `comp` of `parsed` to `out` in image order, taking each chunk's
+/// verified, decompressed bytes from `load` (a bundle file, a seed slot, an HTTP range: the
+/// caller decides), which prefetching workers call in parallel. See [`Bundle::extract`].
+pub fn extract_parsed(
+    parsed: &Parsed,
+    comp: usize,
+    load: &(dyn Fn(usize) -> Result<Vec<u8>> + Sync),
+    out: &mut dyn Write,
+    threads: usize,
+    progress: &dyn Fn(u64),
+    hash_component: bool,
+) -> Result<Option<Digest>> {
+    let c = &parsed.manifest.components[comp];
+    let map = &parsed.maps[comp];
+    let firsts = chunk_firsts(c);
+    let chunk_of = |id: u64| firsts.partition_point(|&f| f <= id) - 1;
+    // Chunks in the order the image first needs them: the prefetch order.
+    let mut order = Vec::with_capacity(c.chunks.len());
+    let mut seen = vec![false; c.chunks.len()];
+    for r in &map.runs {
+        if let Run::Stored { len, first } = *r {
+            let (a, b) = (chunk_of(first), chunk_of(first + len - 1));
+            for (ci, s) in seen.iter_mut().enumerate().take(b + 1).skip(a) {
+                if !*s {
+                    *s = true;
+                    order.push(ci);
+                }
+            }
+        }
+    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let out_err = |source| ReadError::Io {
+        path: PathBuf::from("<output>"),
+        source,
+    };
+    // Memory stays bounded whatever the chunk size: at most ~16 MiB decompressed ahead,
+    // and at least two chunks so decompression and output overlap.
+    let biggest = c
+        .chunks
+        .iter()
+        .map(|ch| ch.length)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let window = ((AHEAD_BYTES / biggest) as usize).clamp(2, threads * 2 + 2);
+    let prefetch = Prefetch::new(order.len(), window);
+    std::thread::scope(|s| -> Result<Option<Digest>> {
+        for _ in 0..threads {
+            let (p, order) = (&prefetch, &order);
+            s.spawn(move || p.work(|pos| load(order[pos])));
+        }
+        let res = (|| -> Result<Option<Digest>> {
+            let mut hasher = sha2::Sha256::new();
+            let mut cache: VecDeque<(usize, Arc<Vec<u8>>)> = VecDeque::new();
+            let mut next = 0usize;
+            let mut left = c.size;
+            let zeros = vec![0u8; 1 << 20];
+            let mut emit = |b: &[u8], left: &mut u64| -> Result<()> {
+                let take = (b.len() as u64).min(*left) as usize;
+                if hash_component {
+                    hasher.update(&b[..take]);
+                }
+                out.write_all(&b[..take]).map_err(out_err)?;
+                *left -= take as u64;
+                progress(take as u64);
+                Ok(())
+            };
+            for r in &map.runs {
+                match *r {
+                    Run::Zero { len } => {
+                        let mut n = len * BS;
+                        while n > 0 && left > 0 {
+                            let k = n.min(zeros.len() as u64) as usize;
+                            emit(&zeros[..k], &mut left)?;
+                            n -= k as u64;
+                        }
+                    }
+                    Run::Stored { len, first } => {
+                        let mut id = first;
+                        while id < first + len {
+                            let ci = chunk_of(id);
+                            let data = match cache.iter().find(|(i, _)| *i == ci) {
+                                Some((_, d)) => Arc::clone(d),
+                                None => {
+                                    let d = if order.get(next) == Some(&ci) {
+                                        next += 1;
+                                        prefetch.take(next - 1)?
+                                    } else {
+                                        // A block seen before, in a chunk since evicted.
+                                        Arc::new(load(ci)?)
+                                    };
+                                    // Recently used chunks, for blocks that occur again:
+                                    // bounded by count and bytes, but never fewer than
+                                    // two (a base-grouped image alternates between the
+                                    // current old-blocks chunk and new-blocks chunk).
+                                    while cache.len() >= 8
+                                        || (cache.len() >= 2
+                                            && cache
+                                                .iter()
+                                                .map(|(_, d)| d.len() as u64)
+                                                .sum::<u64>()
+                                                + d.len() as u64
+                                                > CACHE_BYTES)
+                                    {
+                                        cache.pop_front();
+                                    }
+                                    cache.push_back((ci, Arc::clone(&d)));
+                                    d
+                                }
+                            };
+                            let within = id - firsts[ci];
+                            let n = (len - (id - first)).min(c.chunks[ci].blocks as u64 - within);
+                            emit(
+                                &data[(within * BS) as usize..((within + n) * BS) as usize],
+                                &mut left,
+                            )?;
+                            id += n;
+                        }
+                    }
+                }
+            }
+            if !hash_component {
+                return Ok(None);
+            }
+            let actual = Digest(hasher.finalize().into());
+            if actual != c.sha256 {
+                return Err(ReadError::ComponentHash {
+                    component: c.name.clone(),
+                    expected: c.sha256,
+                    actual,
+                });
+            }
+            Ok(Some(actual))
+        })();
+        prefetch.stop();
+        res
+    })
+}
+
+/// How much `extract` decompresses ahead of its output.
+const AHEAD_BYTES: u64 = 16 << 20;
+/// How much decompressed data `extract` keeps for blocks that occur again.
+const CACHE_BYTES: u64 = 16 << 20;
 
 /// Stored id of each chunk's first block.
 fn chunk_firsts(c: &Component) -> Vec<u64> {

@@ -89,7 +89,10 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Bundle(a) => cmd::bundle::run(a).map(|()| 0),
         Command::Keys(a) => cmd::keys::run(a).map(|()| 0),
-        Command::Install(a) => cmd::install::run(a).map(|()| 0),
+        Command::Install(a) => {
+            util::small_heap();
+            cmd::install::run(a).map(|()| 0)
+        }
         Command::Status(a) => cmd::status::run(a).map(|()| 0),
         Command::Agent(a) => cmd::agent::run(a),
         Command::Bup(a) => cmd::bup::run(a).map(|()| 0),

@@ -253,22 +253,29 @@ fn serve(data: Vec<u8>, drops: usize) -> String {
         for (n, conn) in l.incoming().enumerate() {
             let Ok(mut c) = conn else { continue };
             let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut from = 0usize;
+            let mut range = None;
             loop {
                 let mut line = String::new();
                 if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    from = v.trim().trim_end_matches('-').parse().unwrap();
+                    let (a, b) = v.trim().split_once('-').unwrap();
+                    let a: usize = a.parse().unwrap();
+                    let b: usize = if b.is_empty() {
+                        data.len() - 1
+                    } else {
+                        b.parse().unwrap()
+                    };
+                    range = Some((a, b));
                 }
             }
-            let body = &data[from..];
-            let head = if from > 0 {
+            let (from, to) = range.unwrap_or((0, data.len() - 1));
+            let body = &data[from..=to];
+            let head = if range.is_some() {
                 format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{to}/{}\r\nConnection: close\r\n\r\n",
                     body.len(),
-                    data.len() - 1,
                     data.len()
                 )
             } else {
@@ -313,4 +320,69 @@ fn install_from_a_url_resumes_a_dropped_download() {
     // Installed: the download is gone; the journal names the URL.
     assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0);
     assert_eq!(status(&dev)["journal"]["source"], url.as_str());
+}
+
+#[test]
+fn install_from_a_url_by_delta_with_a_dry_run_first() {
+    let d = tempfile::tempdir().unwrap();
+    let (dev, _) = setup(d.path(), HEALTH);
+    // Release 2 grouped against release 1 (`--base`): chunks are all-old or all-new.
+    let mk = |rel: &str, v: &str, out: &Path, base: Option<&Path>| {
+        let r = releases().join(rel);
+        let mut c = jota();
+        c.args(["bundle", "create", "-o"])
+            .arg(out)
+            .args(["--version", v, "--key"])
+            .arg(keys().join("ed25519.key.pem"));
+        for (flag, f) in [
+            ("--rootfs", "rootfs.ext4"),
+            ("--kernel", "Image"),
+            ("--dtb", "kernel.dtb"),
+            ("--capsule", "TEGRA_BL.Cap"),
+        ] {
+            c.arg(flag).arg(r.join(f));
+        }
+        if let Some(b) = base {
+            c.arg("--base").arg(b);
+        }
+        c.assert().success();
+    };
+    let v1 = d.path().join("v1.jota");
+    let b = d.path().join("v2-delta.jota");
+    mk("r1", "1.0.0", &v1, None);
+    mk("r2", "2.0.0", &b, Some(&v1));
+    let url = serve(std::fs::read(&b).unwrap(), 0);
+    let out = jota()
+        .args(["install", "--dry-run", "--json", "--root"])
+        .arg(&dev)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let full = plan["full_bytes"].as_u64().unwrap();
+    let delta = plan["front_bytes"].as_u64().unwrap() + plan["fetch_bytes"].as_u64().unwrap();
+    assert!(delta < full, "{plan}");
+    jota()
+        .arg("install")
+        .arg("--root")
+        .arg(&dev)
+        .arg(&url)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("delta: downloaded")
+                .and(predicate::str::contains("installed in slot B")),
+        );
+    jota().args(["sim", "boot"]).arg(&dev).assert().success();
+    jota()
+        .args(["agent", "validate", "--root"])
+        .arg(&dev)
+        .assert()
+        .success();
+    assert_eq!(status(&dev)["running_version"], "2.0.0");
 }

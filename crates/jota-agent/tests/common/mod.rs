@@ -67,18 +67,43 @@ pub fn release(model: &str, version: &str, broken: bool) -> PathBuf {
 
 /// A bundle of a release: rootfs, kernel, DTB and the release's capsule or BUP.
 pub fn bundle_of(rel: &Path, out: &Path, version: &str, hw: &[&str], min: Option<&str>) -> PathBuf {
+    build(rel, out, version, hw, min, None)
+}
+
+/// A bundle of a release grouped against `base` (delta-friendly).
+pub fn bundle_with_base(rel: &Path, base: &Path, out: &Path, version: &str) -> PathBuf {
+    build(rel, out, version, &[], None, Some(base))
+}
+
+fn build(
+    rel: &Path,
+    out: &Path,
+    version: &str,
+    hw: &[&str],
+    min: Option<&str>,
+    base: Option<&Path>,
+) -> PathBuf {
     let m = jota_sim::release::load(rel).unwrap();
-    let staging = out.parent().unwrap();
-    let mut b = Builder::new(
-        staging,
-        Options {
-            chunk_blocks: 32,
-            threads: 2,
-            ..Options::default()
-        },
-        BaseKeys::default(),
-    )
-    .unwrap();
+    let (opts, keys) = match base {
+        Some(b) => (
+            Options {
+                threads: 2,
+                ..Options::default()
+            },
+            jota_bundle::read::base_keys(
+                &jota_bundle::Bundle::open(b, jota_bundle::Trust::Unchecked).unwrap(),
+            ),
+        ),
+        None => (
+            Options {
+                chunk_blocks: 32,
+                threads: 2,
+                ..Options::default()
+            },
+            BaseKeys::default(),
+        ),
+    };
+    let mut b = Builder::new(out.parent().unwrap(), opts, keys).unwrap();
     let raw = |name: &str, part: &str| {
         let mut s = ComponentSpec::new(name, ComponentType::RawImage);
         s.partition = Some(part.into());
@@ -216,4 +241,106 @@ pub fn clone_device(from: &Path, to: &Path) -> SimDevice {
         .unwrap();
     assert!(st.success());
     SimDevice::open(to).unwrap()
+}
+
+/// How the test HTTP server behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serve {
+    /// Byte ranges, like any static server or CDN.
+    Ranges,
+    /// Ignores Range: always the whole file.
+    NoRanges,
+    /// Serves this many requests, then answers 500.
+    FailAfter(usize),
+}
+
+/// What the server sent.
+#[derive(Debug, Default)]
+pub struct Served {
+    pub requests: std::sync::atomic::AtomicUsize,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Serves `data` over HTTP on 127.0.0.1 (a thread per connection).
+pub fn serve(data: Vec<u8>, mode: Serve) -> (String, std::sync::Arc<Served>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/bundle.jota", l.local_addr().unwrap());
+    let served = std::sync::Arc::new(Served::default());
+    let data = std::sync::Arc::new(data);
+    let s2 = std::sync::Arc::clone(&served);
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let (data, served) = (std::sync::Arc::clone(&data), std::sync::Arc::clone(&s2));
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                loop {
+                    let mut range = None;
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                            let (a, b) = v.trim().split_once('-').unwrap();
+                            let a: usize = a.parse().unwrap();
+                            let b: usize = if b.is_empty() {
+                                data.len() - 1
+                            } else {
+                                b.parse().unwrap()
+                            };
+                            range = Some((a, b.min(data.len() - 1)));
+                        }
+                    }
+                    let n = served.requests.fetch_add(1, Ordering::SeqCst);
+                    if let Serve::FailAfter(k) = mode {
+                        if n >= k {
+                            let _ = c.write_all(
+                                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                            );
+                            continue;
+                        }
+                    }
+                    let (head, body) = match range {
+                        Some((a, b)) if mode != Serve::NoRanges => (
+                            format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n",
+                                b + 1 - a,
+                                data.len()
+                            ),
+                            &data[a..=b],
+                        ),
+                        _ => (
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len()),
+                            &data[..],
+                        ),
+                    };
+                    served.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+                    if c.write_all(head.as_bytes())
+                        .and_then(|()| c.write_all(body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, served)
+}
+
+pub fn install_opts(bundle: &str) -> InstallOptions {
+    InstallOptions {
+        bundle: PathBuf::from(bundle),
+        source: bundle.to_string(),
+        keyring: Some(keyring().to_path_buf()),
+        no_switch: false,
+        threads: 1,
+    }
 }

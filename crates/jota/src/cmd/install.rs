@@ -19,6 +19,13 @@ pub struct Args {
     /// Download (and keep) the bundle, do not install it.
     #[arg(long)]
     download_only: bool,
+    /// For a URL: download the whole bundle even if the server serves byte ranges (by
+    /// default a device fetches only the chunks its running slot lacks).
+    #[arg(long)]
+    full: bool,
+    /// For a URL: say how many bytes a delta install would download, and stop.
+    #[arg(long)]
+    dry_run: bool,
     /// Trusted keys (default: the configured keyring inside the root).
     #[arg(long)]
     keyring: Option<PathBuf>,
@@ -37,15 +44,90 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let mut dev = a.dev.open()?;
     let url = a.bundle.starts_with("http://") || a.bundle.starts_with("https://");
-    let file = if url {
-        let dir = dev.root.path(&dev.config.data_dir).join("downloads");
-        let bar = Bar::bytes("downloading", 0);
-        let got = download(&a.bundle, &dir, &DownloadOptions::default(), &|n, total| {
-            if let Some(t) = total {
-                bar.set_length(t);
+    let opts = InstallOptions {
+        bundle: PathBuf::from(&a.bundle),
+        source: a.bundle.clone(),
+        keyring: a.keyring.clone(),
+        no_switch: a.no_switch,
+        threads: a.threads,
+    };
+    if url && a.dry_run {
+        return match jota_agent::delta::dry_run(&dev, &a.bundle, &opts)? {
+            Some(plan) => {
+                if a.json {
+                    return print_json(&plan);
+                }
+                for c in &plan.components {
+                    outln!(
+                        "  {}: {} of {} chunks from the running slot, {} bytes to fetch",
+                        c.name,
+                        c.seeded.iter().filter(|s| **s).count(),
+                        c.seeded.len(),
+                        thousands(c.fetch_bytes)
+                    );
+                }
+                outln!(
+                    "delta: {} bytes (front {} + chunks {}); full bundle: {} bytes",
+                    thousands(plan.front_bytes + plan.fetch_bytes),
+                    thousands(plan.front_bytes),
+                    thousands(plan.fetch_bytes),
+                    thousands(plan.full_bytes)
+                );
+                Ok(())
             }
-            bar.set_position(n);
-        });
+            None => {
+                outln!("the server does not serve byte ranges: a full download");
+                Ok(())
+            }
+        };
+    }
+    let downloads = dev.root.path(&dev.config.data_dir).join("downloads");
+    // A bundle already downloaded whole (--download-only) is installed from the file.
+    let have_file = url && jota_agent::download::target(&downloads, &a.bundle).exists();
+    if url && !a.full && !a.download_only && !have_file {
+        let bar = Bar::bytes("installing", 0);
+        let last = std::cell::Cell::new(String::new());
+        let r = jota_agent::delta::install_url(
+            &mut dev,
+            &a.bundle,
+            &opts,
+            &jota_delta::remote::FetchOptions::default(),
+            &|name, n, total| {
+                if last.replace(name.to_string()) != name {
+                    bar.reset(name, total);
+                }
+                bar.inc(n);
+            },
+        );
+        bar.done();
+        if let Some((rep, d)) = r? {
+            if a.json {
+                return print_json(&serde_json::json!({ "install": rep, "delta": d }));
+            }
+            outln!(
+                "delta: downloaded {} bytes in {} requests (full bundle {}); {} chunks from the running slot",
+                thousands(d.downloaded_bytes),
+                d.requests,
+                thousands(d.plan.full_bytes),
+                d.seeded_chunks
+            );
+            return report(&rep);
+        }
+        tracing::info!("the server does not serve byte ranges: downloading the whole bundle");
+    }
+    let file = if url {
+        let bar = Bar::bytes("downloading", 0);
+        let got = download(
+            &a.bundle,
+            &downloads,
+            &DownloadOptions::default(),
+            &|n, total| {
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_position(n);
+            },
+        );
         bar.done();
         let got = got?;
         tracing::info!(path = %got.path.display(), bytes = got.bytes, resumed_from = got.resumed_from, "downloaded");
@@ -70,10 +152,7 @@ pub fn run(a: Args) -> Result<()> {
         &mut dev,
         &InstallOptions {
             bundle: file.clone(),
-            source: a.bundle.clone(),
-            keyring: a.keyring.clone(),
-            no_switch: a.no_switch,
-            threads: a.threads,
+            ..opts
         },
         &|name, n, total| {
             if last.replace(name.to_string()) != name {
@@ -91,6 +170,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         return print_json(&rep);
     }
+    report(&rep)
+}
+
+fn report(rep: &jota_agent::install::InstallReport) -> Result<()> {
     for (name, n) in &rep.written {
         outln!("  {name}: {} bytes written and read back", thousands(*n));
     }
