@@ -367,3 +367,38 @@ fn preflight_refuses_low_battery_no_power_and_a_full_disk() {
     std::fs::write(ps.join("ac/online"), "1\n").unwrap();
     try_install(&dev, &c, &b2).unwrap();
 }
+
+#[test]
+fn a_mounted_target_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let dev = device(
+        &d.path().join("jetson"),
+        ORIN,
+        &release(ORIN, "1.0.0", false),
+    );
+    let b2 = bundle_of(
+        &release(ORIN, "2.0.0", false),
+        &d.path().join("v2.jota"),
+        "2.0.0",
+        &[],
+        None,
+    );
+    // Someone mounted slot B's rootfs (by its partition label).
+    std::fs::create_dir_all(dev.dir.join("proc")).unwrap();
+    std::fs::write(
+        dev.dir.join("proc/mounts"),
+        "/dev/nvme0n1p1 / ext4 rw 0 0\n/dev/disk/by-partlabel/APP_b /mnt ext4 ro 0 0\n",
+    )
+    .unwrap();
+    let e = try_install(&dev, &config(), &b2).unwrap_err();
+    assert!(
+        matches!(e, AgentError::Rejected(_)) && e.to_string().contains("APP_b is mounted"),
+        "{e}"
+    );
+    std::fs::write(
+        dev.dir.join("proc/mounts"),
+        "/dev/nvme0n1p1 / ext4 rw 0 0\n",
+    )
+    .unwrap();
+    try_install(&dev, &config(), &b2).unwrap();
+}

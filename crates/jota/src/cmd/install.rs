@@ -13,8 +13,9 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     dev: DeviceArgs,
-    /// The bundle: a file, or an http(s) URL (downloaded to the data partition, resuming an
-    /// interrupted download).
+    /// The bundle: a file, or an http(s) URL (by delta when the server serves byte ranges:
+    /// only the chunks the running slot lacks are fetched; else downloaded whole to the data
+    /// partition, resuming an interrupted download).
     bundle: String,
     /// Download (and keep) the bundle, do not install it.
     #[arg(long)]
