@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: what a device holding v1 downloads to get v2, and how long applying takes, for
 # jota's chunked delta (a simulated Orin installing v2 from a plain HTTP server with Range
-# support, seeding from its running slot) beside casync, xdelta3, zstd --patch-from and the
+# support, seeding from its running slot) and jota's static patch (`jota bundle delta`,
+# installed from the same server on a second simulated Orin) beside casync, xdelta3, zstd --patch-from and the
 # full bundle, on the same two Debian root filesystems (bench/rootfs-pair.sh: debootstrap
 # minbase bookworm, then + curl openssh-client python3-minimal; 512 MiB ext4 each).
 # Prints one markdown table.
@@ -50,6 +51,18 @@ sleep 0.5
 timed jota "$J" install --root "$B/dev" --no-switch --json "http://127.0.0.1:$port/v2.jota"
 jota_bytes=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["delta"]["downloaded_bytes"])' "$B/jota.out")
 
+# --- jota static patch (jota bundle delta), installed on a second simulated Orin holding v1.
+/usr/bin/time -f "%e %M" -o "$B/patch-build" "$J" bundle delta "$B/v1.jota" "$B/www/v2.jota" \
+    -o "$B/www/v2.jotapatch" --key "$KEYS/ed25519.key.pem" --json > "$B/patch-build.out"
+patch_bytes=$(stat -c %s "$B/www/v2.jotapatch")
+"$J" sim create "$B/dev2" --model orin-nano-8gb --rootfs-size 600M --release "$B/r1" >/dev/null
+"$J" sim boot "$B/dev2" >/dev/null
+dd if="$V1" of="$B/dev2/nvme.img" bs=1M seek="$start" oflag=seek_bytes conv=notrunc,fsync status=none
+mkdir -p "$B/dev2/etc/jota/keyring" && cp "$KEYS/ed25519.pub.pem" "$B/dev2/etc/jota/keyring/"
+# Apply = download (the patch from the same static server) + the whole install.
+timed jotapatch "$J" install --root "$B/dev2" --no-switch --json "http://127.0.0.1:$port/v2.jotapatch"
+python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))["patch"]; assert p["fallback_chunks"] == 0 and p["rebuilt_chunks"] > 0, p' "$B/jotapatch.out"
+
 # --- zstd --patch-from (level 19, long window) and xdelta3.
 zstd -q -19 --long=30 -T0 --patch-from="$V1" "$V2" -o "$B/v2.patch.zst"
 timed zstd zstd -q -d --long=30 --patch-from="$V1" "$B/v2.patch.zst" -o "$B/zstd-out.img"
@@ -83,6 +96,7 @@ cs=$(secs casync)
 echo "| method | bytes a v1 device downloads | vs zstd --patch-from | apply s | vs casync extract | peak RSS MiB |"
 echo "|---|---:|---:|---:|---:|---:|"
 echo "| jota chunked delta (front + chunks + 400 B per request; apply = the whole install: fetch, seed, write, fsync, read-back) | $jota_bytes | $(r "$jota_bytes" "$pf")× | $(secs jota) | $(r "$(secs jota)" "$cs")× | $(rss jota) |"
+echo "| jota static patch (jota bundle delta, zstd 22 against dropped base blocks; apply = download + whole install; build $(secs patch-build) s) | $patch_bytes | $(r "$patch_bytes" "$pf")× | $(secs jotapatch) | $(r "$(secs jotapatch)" "$cs")× | $(rss jotapatch) |"
 echo "| zstd -19 --long=30 --patch-from | $pf | 1.00× | $(secs zstd) | $(r "$(secs zstd)" "$cs")× | $(rss zstd) |"
 echo "| xdelta3 -9 -B $size | $xd | $(r "$xd" "$pf")× | $(secs xdelta3) | $(r "$(secs xdelta3)" "$cs")× | $(rss xdelta3) |"
 echo "| casync (64 KiB avg chunks; new chunks + index) | $casync_bytes | $(r "$casync_bytes" "$pf")× | $cs | 1.00× | $(rss casync) |"

@@ -35,6 +35,8 @@ pub struct DeltaReport {
     pub seeded_chunks: u64,
     /// Seeded chunks that did not verify and were fetched instead.
     pub seed_mismatches: u64,
+    /// Chunk loads served from the fetched-chunk cache.
+    pub cached_loads: u64,
 }
 
 fn dl(e: DeltaError) -> AgentError {
@@ -155,6 +157,7 @@ pub fn install_url(
         requests: src.remote.requests.load(Ordering::Relaxed),
         seeded_chunks: src.stats.seeded.load(Ordering::Relaxed),
         seed_mismatches: src.stats.seed_mismatch.load(Ordering::Relaxed),
+        cached_loads: src.stats.cached.load(Ordering::Relaxed),
     };
     // Installed: the fetched chunks have served their purpose.
     let data = DataDir::new(&dev.storage, &dev.config.data_dir);

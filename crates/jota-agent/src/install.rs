@@ -21,7 +21,9 @@ use jota_bootctl::root::paths;
 use jota_bootctl::storage::{PartitionIo, PartitionRef, Storage};
 use jota_bootctl::Target;
 use jota_bundle::manifest::{Component, ComponentType, Digest, Phase};
-use jota_bundle::read::{extract_parsed, Bundle, Parsed, ReadError, Trust};
+use jota_bundle::read::{
+    extract_parsed, Bundle, ChunkBytes, ExtractOptions, Parsed, ReadError, Trust,
+};
 use jota_bundle::sign::Keyring;
 use jota_tegra::efivar::{L4tVars, Slot, OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED};
 use sha2::Digest as _;
@@ -118,15 +120,19 @@ pub trait ChunkSource: Sync {
     /// The bundle's front (signatures already checked).
     fn parsed(&self) -> &Parsed;
     /// Chunk `ci` of component `comp`.
-    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError>;
+    fn load(&self, comp: usize, ci: usize) -> Result<ChunkBytes, ReadError>;
+    /// Bytes of owned chunks to keep for blocks that occur again.
+    fn cache_bytes(&self) -> u64 {
+        jota_bundle::read::CACHE_BYTES
+    }
 }
 
 impl ChunkSource for Bundle {
     fn parsed(&self) -> &Parsed {
         &self.parsed
     }
-    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError> {
-        self.read_chunk(comp, ci)
+    fn load(&self, comp: usize, ci: usize) -> Result<ChunkBytes, ReadError> {
+        self.read_chunk(comp, ci).map(ChunkBytes::from)
     }
 }
 
@@ -134,8 +140,22 @@ impl ChunkSource for jota_delta::remote::DeltaSource {
     fn parsed(&self) -> &Parsed {
         &self.parsed
     }
-    fn load(&self, comp: usize, ci: usize) -> Result<Vec<u8>, ReadError> {
-        jota_delta::remote::DeltaSource::load(self, comp, ci)
+    fn load(&self, comp: usize, ci: usize) -> Result<ChunkBytes, ReadError> {
+        jota_delta::remote::DeltaSource::load(self, comp, ci).map(ChunkBytes::from)
+    }
+}
+
+impl ChunkSource for jota_delta::patch::PatchSource {
+    fn parsed(&self) -> &Parsed {
+        &self.patch.new
+    }
+    fn load(&self, comp: usize, ci: usize) -> Result<ChunkBytes, ReadError> {
+        jota_delta::patch::PatchSource::load(self, comp, ci)
+    }
+    fn cache_bytes(&self) -> u64 {
+        // New chunks are views of the decoded frame (not counted); only the base's
+        // chunks are kept on their own, and they are cheap to rebuild.
+        4 << 20
     }
 }
 
@@ -535,9 +555,12 @@ fn write_partition(
             i,
             &load,
             &mut w,
-            threads,
             &|n| progress(n),
-            false,
+            ExtractOptions {
+                threads,
+                hash_component: false,
+                cache_bytes: src.cache_bytes(),
+            },
         );
         let flushed = w.flush_block();
         let err = w.err.take();
@@ -704,9 +727,11 @@ fn extract_small(src: &dyn ChunkSource, i: usize) -> Result<Vec<u8>, AgentError>
         i,
         &|ci| src.load(i, ci),
         &mut v,
-        0,
         &|_| {},
-        true,
+        ExtractOptions {
+            cache_bytes: src.cache_bytes(),
+            ..ExtractOptions::default()
+        },
     )
     .map_err(|e| AgentError::Rejected(e.to_string()))?;
     Ok(v)

@@ -18,6 +18,7 @@ pub mod device;
 pub mod download;
 pub mod install;
 pub mod journal;
+pub mod patch;
 pub mod precheck;
 pub mod run;
 pub mod status;

@@ -6,8 +6,7 @@
 mod common;
 use common::*;
 use jota_agent::delta::{install_url, open_remote, seeds};
-use jota_agent::install::{hash_partition, install_from};
-use jota_agent::validate::Verdict;
+use jota_agent::install::install_from;
 use jota_delta::remote::FetchOptions;
 use jota_tegra::efivar::Slot;
 use std::sync::atomic::Ordering;
@@ -37,14 +36,7 @@ fn setup() -> Setup {
 }
 
 fn slot_b_is_v2(s: &Setup) {
-    let a = agent(&s.dev, &config());
-    let part = a.label("APP", Slot::B).unwrap();
-    let want = std::fs::read(s.rel2.join("rootfs.ext4")).unwrap();
-    let got = hash_partition(&a.storage, &part, want.len() as u64).unwrap();
-    assert_eq!(got, jota_bundle::Digest::of(&want));
-    assert_eq!(booted(&s.dev), (Slot::B, "2.0.0".to_string()));
-    let rep = try_validate(&s.dev, &config()).unwrap();
-    assert!(matches!(rep.verdict, Verdict::Committed { .. }), "{rep:?}");
+    common::slot_b_is_v2(&s.dev, &s.rel2);
 }
 
 #[test]

@@ -70,7 +70,8 @@ pub struct BlockMap {
     pub keys: Vec<u64>,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -78,7 +79,8 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+/// Reads a LEB128 varint at `*pos` and advances it; `None` when cut short or over 64 bits.
+pub fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos)?;
@@ -119,6 +121,16 @@ impl BlockMap {
 
     /// The component's section bytes.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.encode_runs();
+        out.reserve(self.keys.len() * 8);
+        for k in &self.keys {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+        out
+    }
+
+    /// The section without keys (a static patch carries the layout but needs no keys).
+    pub fn encode_runs(&self) -> Vec<u8> {
         let mut map = Vec::new();
         let mut expect = 0u64;
         for r in &self.runs {
@@ -132,12 +144,9 @@ impl BlockMap {
                 }
             }
         }
-        let mut out = Vec::with_capacity(8 + map.len() + self.keys.len() * 8);
+        let mut out = Vec::with_capacity(8 + map.len());
         out.extend_from_slice(&(map.len() as u64).to_le_bytes());
         out.extend_from_slice(&map);
-        for k in &self.keys {
-            out.extend_from_slice(&k.to_le_bytes());
-        }
         out
     }
 
@@ -145,6 +154,15 @@ impl BlockMap {
     /// `blocks.total` blocks with `blocks.zero` zeros, every stored id is in range and
     /// referenced, and there is one key per stored block.
     pub fn decode(c: &Component, section: &[u8]) -> Result<BlockMap, IndexError> {
+        Self::decode_with(c, section, 8)
+    }
+
+    /// Decodes a section written by [`BlockMap::encode_runs`]: the same checks, no keys.
+    pub fn decode_runs(c: &Component, section: &[u8]) -> Result<BlockMap, IndexError> {
+        Self::decode_with(c, section, 0)
+    }
+
+    fn decode_with(c: &Component, section: &[u8], key_len: u64) -> Result<BlockMap, IndexError> {
         let err = |offset: usize, reason: String| IndexError {
             component: c.name.clone(),
             offset,
@@ -157,14 +175,15 @@ impl BlockMap {
         let stored = c.blocks.stored;
         let want = map_len
             .checked_add(8)
-            .and_then(|n| n.checked_add(stored.checked_mul(8)?))
+            .and_then(|n| n.checked_add(stored.checked_mul(key_len)?))
             .ok_or_else(|| err(0, format!("map length {map_len} overflows")))?;
         if want != section.len() as u64 {
             return Err(err(
                 0,
                 format!(
-                    "section is {} bytes but a {map_len}-byte map and {stored} keys need {want}",
-                    section.len()
+                    "section is {} bytes but a {map_len}-byte map and {} keys need {want}",
+                    section.len(),
+                    if key_len == 0 { 0 } else { stored }
                 ),
             ));
         }

@@ -357,15 +357,20 @@ impl Bundle {
     ) -> Result<Option<Digest>> {
         let c = &self.parsed.manifest.components[comp];
         let payload_off = self.parsed.header.payload_offset();
-        let load = |ci: usize| load_chunk(&self.file, &self.path, payload_off, c, ci);
+        let load = |ci: usize| {
+            load_chunk(&self.file, &self.path, payload_off, c, ci).map(ChunkBytes::from)
+        };
         extract_parsed(
             &self.parsed,
             comp,
             &load,
             out,
-            threads,
             progress,
-            hash_component,
+            ExtractOptions {
+                threads,
+                hash_component,
+                cache_bytes: CACHE_BYTES,
+            },
         )
     }
 
@@ -417,18 +422,98 @@ impl Bundle {
     }
 }
 
+/// Decompressed chunk bytes: owned, or a range of a larger shared buffer (a patch frame
+/// holds many chunks' bytes; handing out ranges of it saves a copy of each).
+#[derive(Clone)]
+pub struct ChunkBytes {
+    buf: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+    shared: bool,
+}
+
+impl ChunkBytes {
+    /// `range` of `buf`; `None` when it is out of bounds.
+    pub fn shared(buf: Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Option<ChunkBytes> {
+        (range.start <= range.end && range.end <= buf.len()).then_some(ChunkBytes {
+            buf,
+            range,
+            shared: true,
+        })
+    }
+
+    /// Bytes this chunk holds on its own (0 for a range of a shared buffer, whose memory is
+    /// accounted where that buffer is kept).
+    pub fn owned_len(&self) -> u64 {
+        if self.shared {
+            0
+        } else {
+            self.range.len() as u64
+        }
+    }
+}
+
+impl From<Vec<u8>> for ChunkBytes {
+    fn from(v: Vec<u8>) -> ChunkBytes {
+        let range = 0..v.len();
+        ChunkBytes {
+            buf: Arc::new(v),
+            range,
+            shared: false,
+        }
+    }
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for ChunkBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkBytes({} bytes)", self.range.len())
+    }
+}
+
+/// How [`extract_parsed`] works.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions {
+    /// Workers loading chunks ahead (0 = one per CPU).
+    pub threads: usize,
+    /// Hash the whole component and check it (callers that read back what they wrote
+    /// and hash that can skip it; every chunk is verified either way).
+    pub hash_component: bool,
+    /// Bytes of owned chunks kept for blocks that occur again.
+    pub cache_bytes: u64,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> ExtractOptions {
+        ExtractOptions {
+            threads: 0,
+            hash_component: true,
+            cache_bytes: CACHE_BYTES,
+        }
+    }
+}
+
 /// Writes component `comp` of `parsed` to `out` in image order, taking each chunk's
 /// verified, decompressed bytes from `load` (a bundle file, a seed slot, an HTTP range: the
 /// caller decides), which prefetching workers call in parallel. See [`Bundle::extract`].
 pub fn extract_parsed(
     parsed: &Parsed,
     comp: usize,
-    load: &(dyn Fn(usize) -> Result<Vec<u8>> + Sync),
+    load: &(dyn Fn(usize) -> Result<ChunkBytes> + Sync),
     out: &mut dyn Write,
-    threads: usize,
     progress: &dyn Fn(u64),
-    hash_component: bool,
+    o: ExtractOptions,
 ) -> Result<Option<Digest>> {
+    let ExtractOptions {
+        threads,
+        hash_component,
+        cache_bytes,
+    } = o;
     let c = &parsed.manifest.components[comp];
     let map = &parsed.maps[comp];
     let firsts = chunk_firsts(c);
@@ -473,7 +558,7 @@ pub fn extract_parsed(
         }
         let res = (|| -> Result<Option<Digest>> {
             let mut hasher = sha2::Sha256::new();
-            let mut cache: VecDeque<(usize, Arc<Vec<u8>>)> = VecDeque::new();
+            let mut cache: VecDeque<(usize, ChunkBytes)> = VecDeque::new();
             let mut next = 0usize;
             let mut left = c.size;
             let zeros = vec![0u8; 1 << 20];
@@ -501,32 +586,39 @@ pub fn extract_parsed(
                         let mut id = first;
                         while id < first + len {
                             let ci = chunk_of(id);
-                            let data = match cache.iter().find(|(i, _)| *i == ci) {
-                                Some((_, d)) => Arc::clone(d),
+                            let hit = cache.iter().position(|(i, _)| *i == ci);
+                            let data = match hit.and_then(|p| cache.remove(p)) {
+                                // Least recently used goes first: a base-grouped image
+                                // keeps returning to its current new-blocks chunk, which
+                                // must not be evicted by the old-blocks chunks between.
+                                Some((_, d)) => {
+                                    cache.push_back((ci, d.clone()));
+                                    d
+                                }
                                 None => {
                                     let d = if order.get(next) == Some(&ci) {
                                         next += 1;
                                         prefetch.take(next - 1)?
                                     } else {
                                         // A block seen before, in a chunk since evicted.
-                                        Arc::new(load(ci)?)
+                                        load(ci)?
                                     };
                                     // Recently used chunks, for blocks that occur again:
                                     // bounded by count and bytes, but never fewer than
                                     // two (a base-grouped image alternates between the
                                     // current old-blocks chunk and new-blocks chunk).
-                                    while cache.len() >= 8
+                                    while cache.len() >= 64
                                         || (cache.len() >= 2
                                             && cache
                                                 .iter()
-                                                .map(|(_, d)| d.len() as u64)
+                                                .map(|(_, d)| d.owned_len())
                                                 .sum::<u64>()
-                                                + d.len() as u64
-                                                > CACHE_BYTES)
+                                                + d.owned_len()
+                                                > cache_bytes)
                                     {
                                         cache.pop_front();
                                     }
-                                    cache.push_back((ci, Arc::clone(&d)));
+                                    cache.push_back((ci, d.clone()));
                                     d
                                 }
                             };
@@ -561,8 +653,9 @@ pub fn extract_parsed(
 
 /// How much `extract` decompresses ahead of its output.
 const AHEAD_BYTES: u64 = 16 << 20;
-/// How much decompressed data `extract` keeps for blocks that occur again.
-const CACHE_BYTES: u64 = 16 << 20;
+/// How much decompressed data `extract` keeps by default for blocks that occur again (the
+/// `cache_bytes` of [`extract_parsed`]).
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// Stored id of each chunk's first block.
 fn chunk_firsts(c: &Component) -> Vec<u64> {
@@ -672,7 +765,7 @@ struct Prefetch {
 
 struct PrefetchState {
     taken: usize,
-    ready: BTreeMap<usize, Result<Vec<u8>>>,
+    ready: BTreeMap<usize, Result<ChunkBytes>>,
 }
 
 impl Prefetch {
@@ -690,7 +783,7 @@ impl Prefetch {
         }
     }
 
-    fn work(&self, load: impl Fn(usize) -> Result<Vec<u8>>) {
+    fn work(&self, load: impl Fn(usize) -> Result<ChunkBytes>) {
         loop {
             let pos = self.next.fetch_add(1, Ordering::SeqCst);
             if pos >= self.total {
@@ -716,13 +809,13 @@ impl Prefetch {
         }
     }
 
-    fn take(&self, pos: usize) -> Result<Arc<Vec<u8>>> {
+    fn take(&self, pos: usize) -> Result<ChunkBytes> {
         let mut g = self.state.lock().map_err(|_| poisoned())?;
         loop {
             if let Some(r) = g.ready.remove(&pos) {
                 g.taken = pos + 1;
                 self.cv.notify_all();
-                return r.map(Arc::new);
+                return r;
             }
             g = self.cv.wait(g).map_err(|_| poisoned())?;
         }

@@ -7,6 +7,7 @@
 //! installer a chunk source in which every chunk — seeded or fetched — is verified against
 //! the signed manifest before its bytes are used.
 
+pub mod patch;
 pub mod plan;
 pub mod remote;
 pub mod seed;

@@ -110,6 +110,18 @@ impl Bar {
         Bar(Some(b))
     }
 
+    /// A spinner for work without a measure of progress, drawn only on a terminal.
+    pub fn spinner(what: &str) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            tracing::info!("{what}");
+            return Bar(None);
+        }
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(what.to_string());
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        Bar(Some(b))
+    }
+
     /// Adds `n` bytes.
     pub fn inc(&self, n: u64) {
         if let Some(b) = &self.0 {

@@ -4,6 +4,13 @@
 
 mod common;
 use common::{jota, jota_json, sim_releases};
+
+/// Runs `c`, which must succeed, and parses its stdout.
+fn out_json(c: &mut assert_cmd::Command) -> Value {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -322,33 +329,35 @@ fn install_from_a_url_resumes_a_dropped_download() {
     assert_eq!(status(&dev)["journal"]["source"], url.as_str());
 }
 
+/// `jota bundle create` of a simulated release, optionally grouped against `base`.
+fn mk(rel: &str, v: &str, out: &Path, base: Option<&Path>) {
+    let r = releases().join(rel);
+    let mut c = jota();
+    c.args(["bundle", "create", "-o"])
+        .arg(out)
+        .args(["--version", v, "--key"])
+        .arg(keys().join("ed25519.key.pem"));
+    for (flag, f) in [
+        ("--rootfs", "rootfs.ext4"),
+        ("--kernel", "Image"),
+        ("--dtb", "kernel.dtb"),
+        ("--capsule", "TEGRA_BL.Cap"),
+    ] {
+        c.arg(flag).arg(r.join(f));
+    }
+    if let Some(b) = base {
+        c.arg("--base").arg(b);
+    }
+    c.assert().success();
+}
+
 #[test]
 fn install_from_a_url_by_delta_with_a_dry_run_first() {
     let d = tempfile::tempdir().unwrap();
     let (dev, _) = setup(d.path(), HEALTH);
-    // Release 2 grouped against release 1 (`--base`): chunks are all-old or all-new.
-    let mk = |rel: &str, v: &str, out: &Path, base: Option<&Path>| {
-        let r = releases().join(rel);
-        let mut c = jota();
-        c.args(["bundle", "create", "-o"])
-            .arg(out)
-            .args(["--version", v, "--key"])
-            .arg(keys().join("ed25519.key.pem"));
-        for (flag, f) in [
-            ("--rootfs", "rootfs.ext4"),
-            ("--kernel", "Image"),
-            ("--dtb", "kernel.dtb"),
-            ("--capsule", "TEGRA_BL.Cap"),
-        ] {
-            c.arg(flag).arg(r.join(f));
-        }
-        if let Some(b) = base {
-            c.arg("--base").arg(b);
-        }
-        c.assert().success();
-    };
     let v1 = d.path().join("v1.jota");
     let b = d.path().join("v2-delta.jota");
+    // Release 2 grouped against release 1 (`--base`): chunks are all-old or all-new.
     mk("r1", "1.0.0", &v1, None);
     mk("r2", "2.0.0", &b, Some(&v1));
     let url = serve(std::fs::read(&b).unwrap(), 0);
@@ -385,4 +394,76 @@ fn install_from_a_url_by_delta_with_a_dry_run_first() {
         .assert()
         .success();
     assert_eq!(status(&dev)["running_version"], "2.0.0");
+}
+
+#[test]
+fn a_static_patch_installs_on_its_base_and_names_the_bundle_elsewhere() {
+    let d = tempfile::tempdir().unwrap();
+    let (dev, _) = setup(d.path(), HEALTH);
+    let v1 = d.path().join("v1.jota");
+    let v2 = d.path().join("v2.jota");
+    mk("r1", "1.0.0", &v1, None);
+    mk("r2", "2.0.0", &v2, Some(&v1));
+    let patch = d.path().join("v2.jotapatch");
+    let rep = out_json(
+        jota()
+            .args(["bundle", "delta", "--level", "3", "--json", "--key"])
+            .arg(keys().join("ed25519.key.pem"))
+            .arg("--keyring")
+            .arg(dev.join("etc/jota/keyring"))
+            .arg(&v1)
+            .arg(&v2)
+            .arg("-o")
+            .arg(&patch),
+    );
+    let bytes = rep["patch_bytes"].as_u64().unwrap();
+    assert_eq!(bytes, std::fs::metadata(&patch).unwrap().len());
+    assert!(bytes < rep["chunked_bytes"].as_u64().unwrap(), "{rep}");
+    assert!(bytes < rep["full_bytes"].as_u64().unwrap(), "{rep}");
+
+    let plan = out_json(
+        jota()
+            .args(["install", "--dry-run", "--json", "--root"])
+            .arg(&dev)
+            .arg(&patch),
+    );
+    assert_eq!(plan["base_matches"], true, "{plan}");
+    assert_eq!(plan["patch_bytes"].as_u64().unwrap(), bytes);
+    jota()
+        .args(["install", "--root"])
+        .arg(&dev)
+        .arg(&patch)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("patch from 1.0.0")
+                .and(predicate::str::contains("installed in slot B")),
+        );
+    jota().args(["sim", "boot"]).arg(&dev).assert().success();
+    jota()
+        .args(["agent", "validate", "--root"])
+        .arg(&dev)
+        .assert()
+        .success();
+    assert_eq!(status(&dev)["running_version"], "2.0.0");
+
+    // Now slot B runs 2.0.0: the patch's base is gone, and the bundle next to it installs.
+    let plan = out_json(
+        jota()
+            .args(["install", "--dry-run", "--json", "--root"])
+            .arg(&dev)
+            .arg(&patch),
+    );
+    assert_eq!(plan["base_matches"], false, "{plan}");
+    assert_eq!(plan["bundle"], v2.display().to_string());
+    jota()
+        .args(["install", "--root"])
+        .arg(&dev)
+        .arg(&patch)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("the patch does not apply")
+                .and(predicate::str::contains("installed in slot A")),
+        );
 }

@@ -344,3 +344,19 @@ pub fn install_opts(bundle: &str) -> InstallOptions {
         threads: 1,
     }
 }
+
+/// Slot B holds `rel2`'s rootfs byte for byte, boots as 2.0.0 and validates.
+pub fn slot_b_is_v2(dev: &SimDevice, rel2: &Path) {
+    use jota_agent::validate::Verdict;
+    let a = agent(dev, &config());
+    let part = a.label("APP", jota_tegra::efivar::Slot::B).unwrap();
+    let want = std::fs::read(rel2.join("rootfs.ext4")).unwrap();
+    let got = jota_agent::install::hash_partition(&a.storage, &part, want.len() as u64).unwrap();
+    assert_eq!(got, jota_bundle::Digest::of(&want));
+    assert_eq!(
+        booted(dev),
+        (jota_tegra::efivar::Slot::B, "2.0.0".to_string())
+    );
+    let rep = try_validate(dev, &config()).unwrap();
+    assert!(matches!(rep.verdict, Verdict::Committed { .. }), "{rep:?}");
+}

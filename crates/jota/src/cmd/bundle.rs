@@ -174,6 +174,34 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Build a static patch from release OLD to release NEW: the fewest bytes for devices
+    /// running exactly OLD (they fall back to NEW's chunked delta otherwise). Publish PATCH
+    /// next to NEW (same directory or URL): NEW is the fallback.
+    Delta {
+        /// The base release's bundle.
+        old: PathBuf,
+        /// The new release's bundle.
+        new: PathBuf,
+        /// Output patch file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Signing key (PEM; repeatable).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Check both bundles' signatures against this keyring first.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// zstd level of the data frames (1-22).
+        #[arg(long, default_value_t = 22)]
+        level: i32,
+        /// Close a data frame at the first chunk boundary past this many MiB (a device
+        /// holds one frame in memory while applying).
+        #[arg(long, default_value_t = 48)]
+        frame_mib: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the exact manifest bytes that signatures cover (for external signing).
     Manifest {
         /// The bundle.
@@ -277,6 +305,25 @@ pub fn run(a: Args) -> Result<()> {
             public_key,
             output,
         } => sign_cmd(&file, key, signature, public_key, output),
+        Cmd::Delta {
+            old,
+            new,
+            output,
+            keys,
+            keyring,
+            level,
+            frame_mib,
+            json,
+        } => delta(
+            &old,
+            &new,
+            &output,
+            &keys,
+            keyring.as_deref(),
+            level,
+            frame_mib,
+            json,
+        ),
         Cmd::Manifest { file } => {
             let b = Bundle::open(&file, Trust::Unchecked)?;
             use std::io::Write;
@@ -848,5 +895,78 @@ fn sign_cmd(
     for s in all {
         outln!("  {} by {}", s.algorithm, s.key);
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn delta(
+    old: &Path,
+    new: &Path,
+    output: &Path,
+    keys: &[PathBuf],
+    keyring: Option<&Path>,
+    level: i32,
+    frame_mib: u64,
+    json: bool,
+) -> Result<()> {
+    use jota_delta::patch::{build, BuildOptions, MAX_FRAME_LEN};
+    if !(1..=22).contains(&level) {
+        bail!("--level {level}: zstd levels are 1 to 22");
+    }
+    if frame_mib == 0 || frame_mib << 20 > MAX_FRAME_LEN {
+        bail!(
+            "--frame-mib {frame_mib}: must be 1 to {} (what devices accept)",
+            MAX_FRAME_LEN >> 20
+        );
+    }
+    if keys.is_empty() {
+        bail!("--key is required: devices accept only signed patches");
+    }
+    let ring = keyring.map(Keyring::load).transpose()?;
+    let trust = || match &ring {
+        Some(r) => Trust::Keyring(r),
+        None => Trust::Unchecked,
+    };
+    let o = Bundle::open(old, trust()).with_context(|| format!("{}", old.display()))?;
+    let n = Bundle::open(new, trust()).with_context(|| format!("{}", new.display()))?;
+    let secrets = keys
+        .iter()
+        .map(|p| SecretKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signers: Vec<&dyn Signer> = secrets.iter().map(|k| k as &dyn Signer).collect();
+    let name = new
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the new bundle's path has no file name")?;
+    let size = std::fs::metadata(new)?.len();
+    let opts = BuildOptions {
+        level,
+        frame_target: frame_mib << 20,
+        ..BuildOptions::default()
+    };
+    let spin = Bar::spinner("building the patch");
+    let r = build(&o, &n, name, size, &signers, &opts, output);
+    spin.done();
+    let r = r?;
+    if json {
+        return print_json(&r);
+    }
+    outln!(
+        "patch {} -> {}: {} bytes ({} blocks from the base, {} new in {} frame(s), prefix {} bytes)",
+        o.manifest().version,
+        n.manifest().version,
+        thousands(r.patch_bytes),
+        thousands(r.copied_blocks),
+        thousands(r.data_blocks),
+        r.frames,
+        thousands(r.prefix_bytes)
+    );
+    outln!(
+        "a device on {} downloads {} bytes; by chunked delta {}, in full {}",
+        o.manifest().version,
+        thousands(r.patch_bytes),
+        thousands(r.chunked_bytes),
+        thousands(r.full_bytes)
+    );
     Ok(())
 }

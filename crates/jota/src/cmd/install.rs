@@ -4,9 +4,12 @@ use crate::cmd::agent::DeviceArgs;
 use crate::util::{print_json, thousands, Bar};
 use anyhow::{bail, Result};
 use clap::Parser;
+use jota_agent::device::Device;
 use jota_agent::download::{download, DownloadOptions};
 use jota_agent::install::{install, InstallOptions};
-use std::path::PathBuf;
+use jota_agent::patch::{self, PatchOutcome};
+use jota_delta::patch::is_patch_file;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `jota install`.
 #[derive(Parser, Debug)]
@@ -15,7 +18,9 @@ pub struct Args {
     dev: DeviceArgs,
     /// The bundle: a file, or an http(s) URL (by delta when the server serves byte ranges:
     /// only the chunks the running slot lacks are fetched; else downloaded whole to the data
-    /// partition, resuming an interrupted download).
+    /// partition, resuming an interrupted download). Or a static patch (`jota bundle
+    /// delta`; a URL ending in `.jotapatch` is downloaded whole first): applied when the
+    /// running slot is its base, else the bundle next to it is installed.
     bundle: String,
     /// Download (and keep) the bundle, do not install it.
     #[arg(long)]
@@ -44,16 +49,29 @@ pub struct Args {
 /// Runs `jota install`.
 pub fn run(a: Args) -> Result<()> {
     let mut dev = a.dev.open()?;
-    let url = a.bundle.starts_with("http://") || a.bundle.starts_with("https://");
+    install_source(&mut dev, &a, &a.bundle)
+}
+
+/// Installs `source` (a bundle or patch, a path or URL).
+fn install_source(dev: &mut Device, a: &Args, source: &str) -> Result<()> {
+    let url = source.starts_with("http://") || source.starts_with("https://");
     let opts = InstallOptions {
-        bundle: PathBuf::from(&a.bundle),
-        source: a.bundle.clone(),
+        bundle: PathBuf::from(source),
+        source: source.to_string(),
         keyring: a.keyring.clone(),
         no_switch: a.no_switch,
         threads: a.threads,
     };
-    if url && a.dry_run {
-        return match jota_agent::delta::dry_run(&dev, &a.bundle, &opts)? {
+    let patch_url = url
+        && source
+            .split(['?', '#'])
+            .next()
+            .is_some_and(|u| u.ends_with(".jotapatch"));
+    if !url && is_patch_file(Path::new(source)) {
+        return install_patch_file(dev, a, Path::new(source), source);
+    }
+    if url && a.dry_run && !patch_url {
+        return match jota_agent::delta::dry_run(dev, source, &opts)? {
             Some(plan) => {
                 if a.json {
                     return print_json(&plan);
@@ -84,13 +102,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     let downloads = dev.root.path(&dev.config.data_dir).join("downloads");
     // A bundle already downloaded whole (--download-only) is installed from the file.
-    let have_file = url && jota_agent::download::target(&downloads, &a.bundle).exists();
-    if url && !a.full && !a.download_only && !have_file {
+    let have_file = url && jota_agent::download::target(&downloads, source).exists();
+    if url && !a.full && !a.download_only && !have_file && !patch_url {
         let bar = Bar::bytes("installing", 0);
         let last = std::cell::Cell::new(String::new());
         let r = jota_agent::delta::install_url(
-            &mut dev,
-            &a.bundle,
+            dev,
+            source,
             &opts,
             &jota_delta::remote::FetchOptions::default(),
             &|name, n, total| {
@@ -119,7 +137,7 @@ pub fn run(a: Args) -> Result<()> {
     let file = if url {
         let bar = Bar::bytes("downloading", 0);
         let got = download(
-            &a.bundle,
+            source,
             &downloads,
             &DownloadOptions::default(),
             &|n, total| {
@@ -140,17 +158,20 @@ pub fn run(a: Args) -> Result<()> {
             );
             return Ok(());
         }
+        if is_patch_file(&got.path) {
+            return install_patch_file(dev, a, &got.path, source);
+        }
         got.path
     } else {
         if a.download_only {
             bail!("--download-only needs a URL");
         }
-        PathBuf::from(&a.bundle)
+        PathBuf::from(source)
     };
     let bar = Bar::bytes("installing", 0);
     let last = std::cell::Cell::new(String::new());
     let rep = install(
-        &mut dev,
+        dev,
         &InstallOptions {
             bundle: file.clone(),
             ..opts
@@ -172,6 +193,86 @@ pub fn run(a: Args) -> Result<()> {
         return print_json(&rep);
     }
     report(&rep)
+}
+
+/// Installs a static patch when the running slot is its base, else the bundle it names.
+fn install_patch_file(dev: &mut Device, a: &Args, file: &Path, source: &str) -> Result<()> {
+    let opts = InstallOptions {
+        bundle: file.to_path_buf(),
+        source: source.to_string(),
+        keyring: a.keyring.clone(),
+        no_switch: a.no_switch,
+        threads: a.threads,
+    };
+    if a.dry_run {
+        let p = patch::dry_run(dev, file, source, &opts)?;
+        if a.json {
+            return print_json(&p);
+        }
+        if p.base_matches {
+            outln!(
+                "patch {} -> {}: the running slot is the base; {} bytes (chunked delta {}, full bundle {})",
+                p.base_version,
+                p.target_version,
+                thousands(p.patch_bytes),
+                thousands(p.chunked_bytes),
+                thousands(p.full_bytes)
+            );
+        } else {
+            outln!(
+                "patch {} -> {}: not applicable ({}); would install {} instead",
+                p.base_version,
+                p.target_version,
+                p.mismatch.as_deref().unwrap_or("?"),
+                p.bundle
+                    .as_deref()
+                    .unwrap_or("nothing (no bundle next to the patch)")
+            );
+        }
+        return Ok(());
+    }
+    let bar = Bar::bytes("installing", 0);
+    let last = std::cell::Cell::new(String::new());
+    let r = patch::install_patch(dev, file, source, &opts, &|name, n, total| {
+        if last.replace(name.to_string()) != name {
+            bar.reset(name, total);
+        }
+        bar.inc(n);
+    });
+    bar.done();
+    match r? {
+        PatchOutcome::Installed(rep, p) => {
+            if file != Path::new(source) {
+                let _ = std::fs::remove_file(file);
+            }
+            if a.json {
+                return print_json(&serde_json::json!({ "install": rep, "patch": p }));
+            }
+            outln!(
+                "patch from {}: {} bytes; {} chunks rebuilt from the running slot{}",
+                p.base_version,
+                thousands(p.patch_bytes),
+                p.rebuilt_chunks,
+                if p.fallback_chunks > 0 {
+                    format!(", {} from the new bundle", p.fallback_chunks)
+                } else {
+                    String::new()
+                }
+            );
+            report(&rep)
+        }
+        PatchOutcome::NotBase { reason, bundle } => {
+            if file != Path::new(source) {
+                // A downloaded patch that does not apply is of no further use.
+                let _ = std::fs::remove_file(file);
+            }
+            tracing::warn!("the patch does not apply ({reason}): installing {bundle}");
+            if !a.json {
+                outln!("the patch does not apply ({reason}): installing {bundle}");
+            }
+            install_source(dev, a, &bundle)
+        }
+    }
 }
 
 fn report(rep: &jota_agent::install::InstallReport) -> Result<()> {
