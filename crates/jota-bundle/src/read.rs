@@ -205,6 +205,21 @@ impl Parsed {
         sign::check(&self.manifest_bytes, &self.signatures, keyring)
     }
 
+    /// Bytes a device holding the bundle's base fetches by chunked delta: the front and
+    /// every chunk not marked as in the base (all of them for a bundle built without
+    /// `--base`, so then an upper bound).
+    pub fn chunked_delta_bytes(&self) -> u64 {
+        self.header.payload_offset()
+            + self
+                .manifest
+                .components
+                .iter()
+                .flat_map(|c| &c.chunks)
+                .filter(|ch| !ch.in_base)
+                .map(|ch| ch.size)
+                .sum::<u64>()
+    }
+
     /// Index of the component named `name`.
     pub fn component_index(&self, name: &str) -> Result<usize> {
         self.manifest

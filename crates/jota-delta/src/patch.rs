@@ -357,18 +357,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> PatchError + '_ {
     }
 }
 
-/// Bytes a device holding the base fetches with the chunked delta of `new`: the front and
-/// every chunk not marked as being in the base. (A server shows this per deployment.)
+/// Bytes a device holding the base fetches with the chunked delta of `new` (see
+/// [`Parsed::chunked_delta_bytes`]).
 pub fn chunked_estimate(new: &Parsed) -> u64 {
-    new.header.payload_offset()
-        + new
-            .manifest
-            .components
-            .iter()
-            .flat_map(|c| &c.chunks)
-            .filter(|ch| !ch.in_base)
-            .map(|ch| ch.size)
-            .sum::<u64>()
+    new.chunked_delta_bytes()
 }
 
 fn compress_frame(data: &[u8], prefix: &[u8], level: i32) -> Result<(Vec<u8>, u32), PatchError> {

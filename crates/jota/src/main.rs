@@ -81,6 +81,13 @@ enum Command {
     /// device tree, reached through the same paths as a Jetson, so every other jota command
     /// works on it with `--root DIR`.
     Sim(cmd::sim::Args),
+    /// The fleet server: device registry, artifacts, deployments, device poll and status.
+    ///
+    /// SQLite in the data directory by default, PostgreSQL with --database. Bundles are
+    /// verified on upload and served with Range/ETag for resuming devices and CDNs.
+    Server(cmd::server::Args),
+    /// The fleet server's admin API: upload bundles, register devices, deploy.
+    Fleet(cmd::fleet::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -99,6 +106,8 @@ fn main() -> std::process::ExitCode {
         Command::Layout(a) => cmd::layout::run(a).map(|()| 0),
         Command::Bootctl(a) => cmd::bootctl::run(a),
         Command::Sim(a) => cmd::sim::run(a),
+        Command::Server(a) => cmd::server::run(a).map(|()| 0),
+        Command::Fleet(a) => cmd::fleet::run(a).map(|()| 0),
     };
     match res {
         Ok(code) => std::process::ExitCode::from(code),

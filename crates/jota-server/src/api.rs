@@ -1,0 +1,418 @@
+//! The HTTP API: admin endpoints behind the admin token, device endpoints behind each
+//! device's token. Every error is JSON `{"error": "..."}` with a 4xx/5xx status, and a
+//! rejected request changes nothing.
+
+use crate::store::{ArtifactRow, DeploymentRow, DeviceRow, Store};
+use crate::{artifacts, random_hex, token_hash, ServerConfig, ServerError};
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    store: Store,
+    artifacts: PathBuf,
+    keyring: PathBuf,
+    admin_hash: String,
+}
+
+impl AppState {
+    /// State over an opened store.
+    pub fn new(config: ServerConfig, store: Store) -> Result<AppState, ServerError> {
+        if config.admin_token.len() < 16 {
+            return Err(ServerError::BadRequest(
+                "the admin token must be at least 16 characters".into(),
+            ));
+        }
+        let artifacts = config.data_dir.join("artifacts");
+        let keyring = config
+            .keyring
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("keyring"));
+        let admin_hash = token_hash(&config.admin_token);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                artifacts,
+                keyring,
+                admin_hash,
+            }),
+        })
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServerError::Conflict(_) => StatusCode::CONFLICT,
+            ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServerError::Database(_) | ServerError::Io { .. } => {
+                tracing::error!("{self}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+type Res<T> = Result<T, ServerError>;
+
+fn bearer(h: &HeaderMap) -> Res<&str> {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ServerError::Unauthorized("no `Authorization: Bearer TOKEN` header".into()))
+}
+
+fn admin(s: &AppState, h: &HeaderMap) -> Res<()> {
+    if token_hash(bearer(h)?) != s.inner.admin_hash {
+        return Err(ServerError::Unauthorized("not the admin token".into()));
+    }
+    Ok(())
+}
+
+async fn device(s: &AppState, h: &HeaderMap) -> Res<DeviceRow> {
+    s.inner
+        .store
+        .device_by_token(&token_hash(bearer(h)?))
+        .await?
+        .ok_or_else(|| ServerError::Unauthorized("unknown device token".into()))
+}
+
+fn json<T>(r: Result<Json<T>, JsonRejection>) -> Res<T> {
+    r.map(|Json(v)| v).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServerError::TooLarge("request bodies are limited to 64 KiB".into())
+        } else {
+            ServerError::BadRequest(e.body_text())
+        }
+    })
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/artifacts",
+            post(upload)
+                .get(list_artifacts)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/devices", post(add_device).get(list_devices))
+        .route("/api/v1/deployments", post(deploy).get(list_deployments))
+        .route("/api/v1/deployments/{id}", get(show_deployment))
+        .route("/api/v1/device/poll", get(poll))
+        .route("/api/v1/device/status", post(status))
+        .route("/artifacts/{id}", get(download))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(state)
+}
+
+async fn upload(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Body,
+) -> Res<(StatusCode, Json<ArtifactRow>)> {
+    admin(&s, &h)?;
+    let a = artifacts::receive(
+        &s.inner.artifacts,
+        &s.inner.keyring,
+        body,
+        s.inner.config.max_upload,
+    )
+    .await?;
+    s.inner.store.add_artifact(&a).await?;
+    tracing::info!(artifact = %a.id, version = %a.version, bytes = a.size, "artifact uploaded");
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+async fn list_artifacts(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<ArtifactRow>>> {
+    admin(&s, &h)?;
+    Ok(Json(s.inner.store.artifacts().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevice {
+    id: String,
+    #[serde(default)]
+    hardware: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct NewDeviceReply {
+    id: String,
+    token: String,
+}
+
+fn check_id(id: &str) -> Res<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(ServerError::BadRequest(format!(
+            "device id `{id}`: 1-64 letters, digits, `-`, `_`, `.`"
+        )));
+    }
+    Ok(())
+}
+
+async fn add_device(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewDevice>, JsonRejection>,
+) -> Res<(StatusCode, Json<NewDeviceReply>)> {
+    admin(&s, &h)?;
+    let d = json(body)?;
+    check_id(&d.id)?;
+    let token = random_hex(32)?;
+    s.inner
+        .store
+        .add_device(&d.id, &token_hash(&token), &d.hardware, &d.tags)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewDeviceReply { id: d.id, token }),
+    ))
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    #[serde(flatten)]
+    device: DeviceRow,
+    deployment: Option<DeploymentRow>,
+}
+
+async fn list_devices(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<DeviceView>>> {
+    admin(&s, &h)?;
+    let mut out = Vec::new();
+    for d in s.inner.store.devices().await? {
+        let deployment = s.inner.store.active_deployment(&d.id).await?;
+        out.push(DeviceView {
+            device: d,
+            deployment,
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDeployment {
+    artifact: String,
+    device: String,
+}
+
+async fn deploy(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewDeployment>, JsonRejection>,
+) -> Res<(StatusCode, Json<DeploymentRow>)> {
+    admin(&s, &h)?;
+    let d = json(body)?;
+    let id = random_hex(8)?;
+    let row = s.inner.store.deploy(&id, &d.device, &d.artifact).await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn list_deployments(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Res<Json<Vec<DeploymentRow>>> {
+    admin(&s, &h)?;
+    Ok(Json(s.inner.store.deployments().await?))
+}
+
+#[derive(Serialize)]
+struct Event {
+    state: String,
+    progress: i64,
+    message: String,
+    at: i64,
+}
+
+async fn show_deployment(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<Json<serde_json::Value>> {
+    admin(&s, &h)?;
+    let d = s
+        .inner
+        .store
+        .deployment(&id)
+        .await?
+        .ok_or_else(|| ServerError::NotFound(format!("no deployment `{id}`")))?;
+    let events: Vec<Event> = s
+        .inner
+        .store
+        .events(&id)
+        .await?
+        .into_iter()
+        .map(|(state, progress, message, at)| Event {
+            state,
+            progress,
+            message,
+            at,
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "deployment": d, "events": events }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct PollQuery {
+    version: Option<String>,
+}
+
+/// What a device gets when it polls.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PollReply {
+    /// Seconds until the next poll.
+    pub poll_seconds: u64,
+    /// The update to install, if any.
+    pub deployment: Option<Assignment>,
+}
+
+/// An update assigned to a device.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Assignment {
+    /// Deployment id (report status against it).
+    pub id: String,
+    /// Release version.
+    pub version: String,
+    /// Bundle URL, relative to the server.
+    pub url: String,
+    /// Bundle size (a full download).
+    pub size: i64,
+    /// Bundle sha256.
+    pub sha256: String,
+    /// The bundle's manifest sha256.
+    pub manifest_sha256: String,
+    /// What a device on the bundle's base downloads by chunked delta.
+    pub chunked_bytes: i64,
+}
+
+async fn poll(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Query(q): Query<PollQuery>,
+) -> Res<Json<PollReply>> {
+    let d = device(&s, &h).await?;
+    if let Some(v) = &q.version {
+        if v.len() > 128 {
+            return Err(ServerError::BadRequest(
+                "version is over 128 characters".into(),
+            ));
+        }
+    }
+    s.inner.store.seen(&d.id, q.version.as_deref()).await?;
+    let mut reply = PollReply {
+        poll_seconds: s.inner.config.poll_seconds,
+        deployment: None,
+    };
+    if let Some(dep) = s.inner.store.active_deployment(&d.id).await? {
+        if let Some(a) = s.inner.store.artifact(&dep.artifact_id).await? {
+            reply.deployment = Some(Assignment {
+                id: dep.id,
+                version: a.version,
+                url: format!("/artifacts/{}", a.id),
+                size: a.size,
+                sha256: a.sha256,
+                manifest_sha256: a.manifest_sha256,
+                chunked_bytes: a.chunked_bytes,
+            });
+        }
+    }
+    Ok(Json(reply))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusReport {
+    deployment: String,
+    state: String,
+    #[serde(default)]
+    progress: i64,
+    #[serde(default)]
+    downloaded_bytes: i64,
+    #[serde(default)]
+    message: String,
+}
+
+async fn status(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<StatusReport>, JsonRejection>,
+) -> Res<Json<DeploymentRow>> {
+    let d = device(&s, &h).await?;
+    let r = json(body)?;
+    if r.message.len() > 16 << 10 {
+        return Err(ServerError::BadRequest("message is over 16 KiB".into()));
+    }
+    let row = s
+        .inner
+        .store
+        .report(
+            &d.id,
+            &r.deployment,
+            &r.state,
+            r.progress,
+            r.downloaded_bytes,
+            &r.message,
+        )
+        .await?;
+    Ok(Json(row))
+}
+
+async fn download(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<Response> {
+    if admin(&s, &h).is_err() {
+        device(&s, &h).await?;
+    }
+    let a = s
+        .inner
+        .store
+        .artifact(&id)
+        .await?
+        .ok_or_else(|| ServerError::NotFound(format!("no artifact `{id}`")))?;
+    artifacts::serve(
+        &artifacts::file_of(&s.inner.artifacts, &a.id),
+        &a.sha256,
+        &h,
+    )
+    .await
+}

@@ -1,0 +1,239 @@
+//! Artifacts: uploads are stored whole, then verified (signatures against the server's
+//! keyring, every byte against the signed payload hash) before they are recorded; downloads
+//! honour Range, If-Range and If-None-Match with the file's sha256 as its ETag.
+
+use crate::store::{now, ArtifactRow};
+use crate::ServerError;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+use jota_bundle::read::{Bundle, Trust};
+use jota_bundle::sign::Keyring;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Where artifact files live.
+pub fn file_of(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.jota"))
+}
+
+/// Stores an uploaded body under `dir`, verifies it as a jota bundle trusted by `keyring`
+/// and returns its record. Nothing is kept when it is rejected.
+pub async fn receive(
+    dir: &Path,
+    keyring: &Path,
+    body: Body,
+    max: u64,
+) -> Result<ArtifactRow, ServerError> {
+    use sha2::Digest;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| ServerError::io(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(dir)
+        .map_err(|e| ServerError::io(dir, e))?;
+    let (std_file, tmp_path) = tmp.into_parts();
+    let mut f = tokio::fs::File::from_std(std_file);
+    let mut h = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ServerError::BadRequest(format!("upload: {e}")))?;
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(ServerError::TooLarge(format!(
+                "uploads are limited to {max} bytes"
+            )));
+        }
+        h.update(&chunk);
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| ServerError::io(&tmp_path, e))?;
+    }
+    f.sync_all()
+        .await
+        .map_err(|e| ServerError::io(&tmp_path, e))?;
+    drop(f);
+    let sha256 = hex::encode(h.finalize());
+    let path: PathBuf = tmp_path.to_path_buf();
+    let ring_dir = keyring.to_path_buf();
+    let checked =
+        tokio::task::spawn_blocking(move || -> Result<(String, String, u64), ServerError> {
+            let ring = Keyring::load(&ring_dir)
+                .map_err(|e| ServerError::Rejected(format!("server keyring: {e}")))?;
+            let b = Bundle::open(&path, Trust::Keyring(&ring))
+                .map_err(|e| ServerError::Rejected(format!("not a trusted jota bundle: {e}")))?;
+            b.check_payload_hash()
+                .map_err(|e| ServerError::Rejected(format!("damaged bundle: {e}")))?;
+            let m = &b.parsed;
+            Ok((
+                m.manifest.version.clone(),
+                jota_bundle::Digest::of(&m.manifest_bytes).to_string(),
+                m.chunked_delta_bytes(),
+            ))
+        })
+        .await
+        .map_err(|e| ServerError::Database(format!("verification task: {e}")))??;
+    let id = sha256[..16].to_string();
+    let dest = file_of(dir, &id);
+    tmp_path
+        .persist(&dest)
+        .map_err(|e| ServerError::io(&dest, e.error))?;
+    Ok(ArtifactRow {
+        id,
+        kind: "jota".into(),
+        version: checked.0,
+        size: size as i64,
+        sha256,
+        manifest_sha256: checked.1,
+        chunked_bytes: checked.2 as i64,
+        created: now(),
+    })
+}
+
+/// The answer to a `Range` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// Send the whole file (no byte range, or several: one range is what resuming devices
+    /// and CDNs send).
+    Whole,
+    /// Send bytes `start..=end`.
+    Part(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header against a file of `len` bytes.
+pub fn parse_range(v: &str, len: u64) -> RangeAnswer {
+    match range(v, len) {
+        Ok(Some((s, e))) => RangeAnswer::Part(s, e),
+        Ok(None) => RangeAnswer::Whole,
+        Err(()) => RangeAnswer::Unsatisfiable,
+    }
+}
+
+fn range(v: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len.saturating_sub(1))
+    } else {
+        let s: u64 = a.parse().map_err(|_| ())?;
+        let e: u64 = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
+        (s, e)
+    };
+    if len == 0 || start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// Serves an artifact file with Range, If-Range and If-None-Match.
+pub async fn serve(
+    path: &Path,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ServerError> {
+    let etag = format!("\"{sha256}\"");
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ServerError::io(path, e))?;
+    let len = f
+        .metadata()
+        .await
+        .map_err(|e| ServerError::io(path, e))?
+        .len();
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    let base = || {
+        Response::builder()
+            .header(header::ETAG, hv(&etag))
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            // Artifacts never change under their id: caches may keep them.
+            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+    };
+    let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return base()
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|e| ServerError::BadRequest(e.to_string()));
+    }
+    // If-Range with another validator: the file changed for that client, send it whole.
+    let range_ok = get(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    let range = match get(header::RANGE).filter(|_| range_ok) {
+        Some(v) => parse_range(v, len),
+        None => RangeAnswer::Whole,
+    };
+    let resp = match range {
+        RangeAnswer::Unsatisfiable => base()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, hv(&format!("bytes */{len}")))
+            .body(Body::empty()),
+        RangeAnswer::Whole => base()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, len)
+            .body(Body::from_stream(tokio_util::io::ReaderStream::new(f))),
+        RangeAnswer::Part(s, e) => {
+            f.seek(std::io::SeekFrom::Start(s))
+                .await
+                .map_err(|err| ServerError::io(path, err))?;
+            let n = e - s + 1;
+            base()
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_LENGTH, n)
+                .header(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{len}")))
+                .body(Body::from_stream(tokio_util::io::ReaderStream::new(
+                    f.take(n),
+                )))
+        }
+    };
+    resp.map_err(|e| ServerError::BadRequest(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_range, RangeAnswer::*};
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=95-200", 100), Part(95, 99));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Whole);
+        assert_eq!(parse_range("items=0-1", 100), Whole);
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=x-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+    }
+
+    proptest::proptest! {
+        /// Any header, any length: no panic, and a part is inside the file.
+        #[test]
+        fn any_range_header(v in "(bytes=)?[-0-9, ]{0,24}|.{0,40}", len in 0u64..1 << 40) {
+            if let Part(s, e) = parse_range(&v, len) {
+                proptest::prop_assert!(s <= e && e < len);
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The jota fleet server: device registry, artifacts (bundles verified on upload, served
+//! with HTTP Range, ETag and If-Range so devices resume and CDNs cache), deployments, and
+//! the device-facing poll and status API. SQLite by default, PostgreSQL by URL.
+//!
+//! Built so far (issue 6 is open): the registry, artifacts, single-device deployments,
+//! poll and status over plain HTTP with bearer tokens. Not yet: TLS/mTLS and provisioning by
+//! CSR, rollouts, hawkBit DDI, telemetry, dashboard, S3.
+
+pub mod api;
+pub mod artifacts;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What went wrong; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Malformed request (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Missing or wrong credentials (401).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// No such thing (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Conflicts with the current state (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Body too large (413).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// An uploaded artifact is not acceptable (422).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The database (500).
+    #[error("database: {0}")]
+    Database(String),
+    /// Local I/O (500).
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+impl ServerError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> ServerError {
+        ServerError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How a server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Data directory: the SQLite file, artifacts, keyring.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Database URL; default `sqlite://DATA_DIR/jota.db`.
+    pub database: Option<String>,
+    /// Admin API token.
+    pub admin_token: String,
+    /// Trusted bundle signing keys (a directory of PEM files); default `DATA_DIR/keyring`.
+    pub keyring: Option<PathBuf>,
+    /// Largest artifact upload.
+    pub max_upload: u64,
+    /// Seconds a device waits between polls.
+    pub poll_seconds: u64,
+}
+
+impl ServerConfig {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("jota.db").display()
+            )
+        })
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Stops it (so does dropping it).
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Ends when it has stopped.
+    pub task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+/// Opens the store, binds and serves until `shutdown` fires.
+pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::io(&config.data_dir, e))?;
+    let store = store::Store::open(&config.database_url()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::io(std::path::Path::new(&config.listen.to_string()), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::io(std::path::Path::new("<listener>"), e))?;
+    let app = api::router(api::AppState::new(config, store)?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| ServerError::io(std::path::Path::new("<server>"), e))
+    });
+    tracing::info!(%addr, "jota server listening");
+    Ok(Running {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}
+
+/// sha256 of a token, as stored (tokens themselves are never stored).
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token or id: `bytes` random bytes as hex.
+pub fn random_hex(bytes: usize) -> Result<String, ServerError> {
+    let mut b = vec![0u8; bytes];
+    getrandom::getrandom(&mut b)
+        .map_err(|e| ServerError::io(std::path::Path::new("<random>"), std::io::Error::other(e)))?;
+    Ok(hex::encode(b))
+}

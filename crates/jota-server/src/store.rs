@@ -1,0 +1,457 @@
+//! The server's state in SQLite (default, one file) or PostgreSQL, through one portable
+//! schema (`migrations/`) and runtime-checked queries.
+
+use crate::ServerError;
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// A registered device.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// Device id.
+    pub id: String,
+    /// Hardware (e.g. `3767-0005-300`).
+    pub hardware: String,
+    /// Tags (JSON array as stored).
+    pub tags: Vec<String>,
+    /// Version it last reported.
+    pub version: Option<String>,
+    /// Registration time (Unix seconds).
+    pub created: i64,
+    /// Last poll (Unix seconds).
+    pub last_seen: Option<i64>,
+}
+
+/// An uploaded artifact (a verified jota bundle).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactRow {
+    /// Artifact id (first 16 hex digits of the file's sha256).
+    pub id: String,
+    /// `jota` (a bundle).
+    pub kind: String,
+    /// Release version.
+    pub version: String,
+    /// File size.
+    pub size: i64,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// sha256 of the bundle's manifest (its identity on devices).
+    pub manifest_sha256: String,
+    /// What a device holding the bundle's base downloads by chunked delta.
+    pub chunked_bytes: i64,
+    /// Upload time (Unix seconds).
+    pub created: i64,
+}
+
+/// A deployment of an artifact to a device.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeploymentRow {
+    /// Deployment id.
+    pub id: String,
+    /// Device.
+    pub device_id: String,
+    /// Artifact.
+    pub artifact_id: String,
+    /// Last state the device reported (`assigned` until it reports).
+    pub state: String,
+    /// Progress, percent.
+    pub progress: i64,
+    /// Bytes the device reported downloading.
+    pub downloaded_bytes: i64,
+    /// Last message (log excerpt).
+    pub message: String,
+    /// Still to be acted on by the device.
+    pub active: bool,
+    /// Created (Unix seconds).
+    pub created: i64,
+    /// Last update (Unix seconds).
+    pub updated: i64,
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn db(e: sqlx::Error) -> ServerError {
+    ServerError::Database(e.to_string())
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn device(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
+    let tags: String = r.try_get("tags")?;
+    Ok(DeviceRow {
+        id: r.try_get("id")?,
+        hardware: r.try_get("hardware")?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        version: r.try_get("version")?,
+        created: r.try_get("created")?,
+        last_seen: r.try_get("last_seen")?,
+    })
+}
+
+fn artifact(r: &AnyRow) -> Result<ArtifactRow, sqlx::Error> {
+    Ok(ArtifactRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        version: r.try_get("version")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        manifest_sha256: r.try_get("manifest_sha256")?,
+        chunked_bytes: r.try_get("chunked_bytes")?,
+        created: r.try_get("created")?,
+    })
+}
+
+fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
+    Ok(DeploymentRow {
+        id: r.try_get("id")?,
+        device_id: r.try_get("device_id")?,
+        artifact_id: r.try_get("artifact_id")?,
+        state: r.try_get("state")?,
+        progress: r.try_get("progress")?,
+        downloaded_bytes: r.try_get("downloaded_bytes")?,
+        message: r.try_get("message")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        created: r.try_get("created")?,
+        updated: r.try_get("updated")?,
+    })
+}
+
+/// Deployment states a device may report (seed 001 §17.3), and whether each ends it.
+pub const STATES: &[(&str, bool)] = &[
+    ("downloading", false),
+    ("installing", false),
+    ("rebooting", false),
+    ("validating", false),
+    ("success", true),
+    ("failure", true),
+    ("rolled-back", true),
+];
+
+impl Store {
+    /// Connects to `url` (`sqlite://FILE?mode=rwc` or `postgres://…`) and migrates.
+    pub async fn open(url: &str) -> Result<Store, ServerError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; one connection avoids SQLITE_BUSY.
+            .max_connections(if sqlite { 1 } else { 16 })
+            .connect(url)
+            .await
+            .map_err(db)?;
+        if sqlite {
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+            ] {
+                sqlx::query(pragma).execute(&pool).await.map_err(db)?;
+            }
+        }
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| ServerError::Database(format!("migrations: {e}")))?;
+        Ok(Store { pool })
+    }
+
+    /// Registers a device with the sha256 of its token. Refuses an id already taken.
+    pub async fn add_device(
+        &self,
+        id: &str,
+        token_sha256: &str,
+        hardware: &str,
+        tags: &[String],
+    ) -> Result<(), ServerError> {
+        let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        let r = sqlx::query(
+            "INSERT INTO devices (id, token_sha256, hardware, tags, created) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(token_sha256)
+        .bind(hardware)
+        .bind(tags)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ServerError::Conflict(
+                format!("device `{id}` is already registered"),
+            )),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    /// The device whose token hashes to `token_sha256`.
+    pub async fn device_by_token(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<DeviceRow>, ServerError> {
+        let r = sqlx::query("SELECT * FROM devices WHERE token_sha256 = $1")
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        r.as_ref().map(device).transpose().map_err(db)
+    }
+
+    /// All devices, by id.
+    pub async fn devices(&self) -> Result<Vec<DeviceRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM devices ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(device)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Records a poll: when, and the version the device runs.
+    pub async fn seen(&self, id: &str, version: Option<&str>) -> Result<(), ServerError> {
+        sqlx::query(
+            "UPDATE devices SET last_seen = $1, version = COALESCE($2, version) WHERE id = $3",
+        )
+        .bind(now())
+        .bind(version)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Records an artifact (idempotent: the same file uploaded again is the same artifact).
+    pub async fn add_artifact(&self, a: &ArtifactRow) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO artifacts (id, kind, version, size, sha256, manifest_sha256, chunked_bytes, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.kind)
+        .bind(&a.version)
+        .bind(a.size)
+        .bind(&a.sha256)
+        .bind(&a.manifest_sha256)
+        .bind(a.chunked_bytes)
+        .bind(a.created)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// One artifact.
+    pub async fn artifact(&self, id: &str) -> Result<Option<ArtifactRow>, ServerError> {
+        let r = sqlx::query("SELECT * FROM artifacts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        r.as_ref().map(artifact).transpose().map_err(db)
+    }
+
+    /// All artifacts, newest first.
+    pub async fn artifacts(&self) -> Result<Vec<ArtifactRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM artifacts ORDER BY created DESC, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(artifact)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Deploys `artifact_id` to `device_id`: replaces the device's active deployment, in one
+    /// transaction (the unique index keeps one active deployment per device even when
+    /// several replicas race).
+    pub async fn deploy(
+        &self,
+        id: &str,
+        device_id: &str,
+        artifact_id: &str,
+    ) -> Result<DeploymentRow, ServerError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Touching the device row locks it (PostgreSQL) so that deployments to one device
+        // are serialised across replicas; SQLite serialises writers anyway.
+        let known = sqlx::query("UPDATE devices SET created = created WHERE id = $1")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if known == 0 {
+            return Err(ServerError::NotFound(format!("no device `{device_id}`")));
+        }
+        let art = sqlx::query("SELECT id FROM artifacts WHERE id = $1")
+            .bind(artifact_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if art.is_none() {
+            return Err(ServerError::NotFound(format!(
+                "no artifact `{artifact_id}`"
+            )));
+        }
+        let t = now();
+        sqlx::query("UPDATE deployments SET active = 0, state = 'canceled', updated = $1 WHERE device_id = $2 AND active = 1")
+            .bind(t)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO deployments (id, device_id, artifact_id, state, active, created, updated) \
+             VALUES ($1, $2, $3, 'assigned', 1, $4, $4)",
+        )
+        .bind(id)
+        .bind(device_id)
+        .bind(artifact_id)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.deployment(id)
+            .await?
+            .ok_or_else(|| ServerError::Database("the deployment vanished".into()))
+    }
+
+    /// One deployment.
+    pub async fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>, ServerError> {
+        let r = sqlx::query("SELECT * FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        r.as_ref().map(deployment).transpose().map_err(db)
+    }
+
+    /// The device's active deployment, if any.
+    pub async fn active_deployment(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<DeploymentRow>, ServerError> {
+        let r = sqlx::query("SELECT * FROM deployments WHERE device_id = $1 AND active = 1")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        r.as_ref().map(deployment).transpose().map_err(db)
+    }
+
+    /// Deployments, newest first.
+    pub async fn deployments(&self) -> Result<Vec<DeploymentRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM deployments ORDER BY created DESC, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(deployment)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Records a device's report on its deployment; a final state ends it. A report on a
+    /// deployment that is not the device's active one changes nothing.
+    pub async fn report(
+        &self,
+        device_id: &str,
+        deployment_id: &str,
+        state: &str,
+        progress: i64,
+        downloaded_bytes: i64,
+        message: &str,
+    ) -> Result<DeploymentRow, ServerError> {
+        let Some(&(_, last)) = STATES.iter().find(|(s, _)| *s == state) else {
+            let known: Vec<&str> = STATES.iter().map(|(s, _)| *s).collect();
+            return Err(ServerError::BadRequest(format!(
+                "state `{state}` is not one of {}",
+                known.join(", ")
+            )));
+        };
+        if !(0..=100).contains(&progress) || downloaded_bytes < 0 {
+            return Err(ServerError::BadRequest(
+                "progress is 0-100 and bytes are not negative".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let t = now();
+        let n = sqlx::query(
+            "UPDATE deployments SET state = $1, progress = $2, downloaded_bytes = $3, message = $4, \
+             active = $5, updated = $6 WHERE id = $7 AND device_id = $8 AND active = 1",
+        )
+        .bind(state)
+        .bind(progress)
+        .bind(downloaded_bytes)
+        .bind(message)
+        .bind(if last { 0i64 } else { 1 })
+        .bind(t)
+        .bind(deployment_id)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n == 0 {
+            return Err(ServerError::Conflict(format!(
+                "deployment `{deployment_id}` is not an active deployment of this device"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO events (deployment_id, seq, state, progress, message, at) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM events WHERE deployment_id = $1",
+        )
+            .bind(deployment_id)
+            .bind(state)
+            .bind(progress)
+            .bind(message)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.deployment(deployment_id)
+            .await?
+            .ok_or_else(|| ServerError::Database("the deployment vanished".into()))
+    }
+
+    /// A deployment's reports, oldest first: (state, progress, message, at).
+    pub async fn events(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Vec<(String, i64, String, i64)>, ServerError> {
+        let rows = sqlx::query(
+            "SELECT state, progress, message, at FROM events WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("state")?,
+                    r.try_get("progress")?,
+                    r.try_get("message")?,
+                    r.try_get("at")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db)
+    }
+}

@@ -1,0 +1,310 @@
+//! The server over real HTTP (SQLite): admin and device auth, bundle upload verified
+//! against the keyring (bad ones leave nothing behind), device registration, deployment,
+//! poll, resumable download (Range, If-Range, If-None-Match) and status reports — and clear
+//! 4xx errors that change nothing for bad input.
+
+use jota_bundle::build::{BaseKeys, Builder, ComponentSpec, NoProgress, Options, Release};
+use jota_bundle::sign::Signer;
+use jota_bundle::{ComponentType, SecretKey};
+use jota_server::{start, ServerConfig};
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const ADMIN: &str = "admin-token-for-tests";
+
+fn keys() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../jota-bundle/tests/fixtures/keys")
+}
+
+/// A small signed bundle (one raw image of pseudo-random blocks).
+fn bundle(dir: &Path, key: &str) -> PathBuf {
+    let img = dir.join(format!("img-{key}"));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..64 * 4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&img, data).unwrap();
+    let mut b = Builder::new(dir, Options::default(), BaseKeys::default()).unwrap();
+    let mut s = ComponentSpec::new("data", ComponentType::RawImage);
+    s.partition = Some("extra".into());
+    b.add(s, &img, &NoProgress).unwrap();
+    let k = SecretKey::load(&keys().join(key)).unwrap();
+    let out = dir.join(format!("{key}.jota"));
+    b.finish(
+        Release {
+            version: "2.0.0".into(),
+            ..Release::default()
+        },
+        &[&k as &dyn Signer],
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+struct Server {
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _rt: tokio::runtime::Runtime,
+    base: String,
+    http: Client,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn new() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = dir.path().join("data/keyring");
+        std::fs::create_dir_all(&ring).unwrap();
+        std::fs::copy(keys().join("ed25519.pub.pem"), ring.join("release.pem")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let running = rt
+            .block_on(start(ServerConfig {
+                data_dir: dir.path().join("data"),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                database: None,
+                admin_token: ADMIN.into(),
+                keyring: None,
+                max_upload: 16 << 20,
+                poll_seconds: 30,
+            }))
+            .unwrap();
+        Server {
+            base: format!("http://{}", running.addr),
+            _stop: running.shutdown,
+            _rt: rt,
+            http: Client::new(),
+            dir,
+        }
+    }
+    fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    }
+    fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .unwrap()
+    }
+    fn upload(&self, file: &Path) -> Response {
+        self.http
+            .post(format!("{}/api/v1/artifacts", self.base))
+            .bearer_auth(ADMIN)
+            .body(std::fs::read(file).unwrap())
+            .send()
+            .unwrap()
+    }
+    fn artifact_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("data/artifacts"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn err(r: Response, status: u16, contains: &str) {
+    assert_eq!(r.status().as_u16(), status);
+    let v: Value = r.json().unwrap();
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains(contains), "{e}");
+}
+
+#[test]
+fn upload_register_deploy_poll_download_report() {
+    let s = Server::new();
+    let d = tempfile::tempdir().unwrap();
+    let good = bundle(d.path(), "ed25519.key.pem");
+    let foreign = bundle(d.path(), "p256.key.pem");
+
+    // Auth.
+    err(s.get("/api/v1/devices", "wrong-token"), 401, "admin token");
+    let r = s
+        .http
+        .get(format!("{}/api/v1/devices", s.base))
+        .send()
+        .unwrap();
+    err(r, 401, "Bearer");
+
+    // Uploads: garbage and a foreign signature are refused and leave nothing.
+    let junk = d.path().join("junk");
+    std::fs::write(&junk, b"not a bundle at all").unwrap();
+    err(s.upload(&junk), 422, "not a trusted jota bundle");
+    err(s.upload(&foreign), 422, "not a trusted jota bundle");
+    assert_eq!(s.artifact_files(), 0);
+    let r = s.upload(&good);
+    assert_eq!(r.status().as_u16(), 201);
+    let art: Value = r.json().unwrap();
+    let again: Value = s.upload(&good).json().unwrap();
+    assert_eq!(art["id"], again["id"]);
+    let list: Value = s.get("/api/v1/artifacts", ADMIN).json().unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(art["version"], "2.0.0");
+
+    // Devices: bad JSON, bad ids, duplicates and oversize bodies are clear 4xx.
+    let r = s
+        .http
+        .post(format!("{}/api/v1/devices", s.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{\"id\": ")
+        .send()
+        .unwrap();
+    err(r, 400, "");
+    err(
+        s.post("/api/v1/devices", ADMIN, &json!({"id": "a b"})),
+        400,
+        "device id",
+    );
+    err(
+        s.post(
+            "/api/v1/devices",
+            ADMIN,
+            &json!({"id": "x", "color": "red"}),
+        ),
+        400,
+        "unknown field",
+    );
+    let big = json!({"id": "x", "hardware": "h".repeat(100_000)});
+    assert_eq!(
+        s.post("/api/v1/devices", ADMIN, &big).status().as_u16(),
+        413
+    );
+    let r = s.post(
+        "/api/v1/devices",
+        ADMIN,
+        &json!({"id": "orin-1", "hardware": "3767-0005-300"}),
+    );
+    assert_eq!(r.status().as_u16(), 201);
+    let token = r.json::<Value>().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    err(
+        s.post("/api/v1/devices", ADMIN, &json!({"id": "orin-1"})),
+        409,
+        "already registered",
+    );
+    let devs: Value = s.get("/api/v1/devices", ADMIN).json().unwrap();
+    assert_eq!(devs.as_array().unwrap().len(), 1);
+
+    // Poll: nothing yet; an unknown device token is refused.
+    err(
+        s.get("/api/v1/device/poll", "forged"),
+        401,
+        "unknown device token",
+    );
+    let p: Value = s
+        .get("/api/v1/device/poll?version=1.0.0", &token)
+        .json()
+        .unwrap();
+    assert_eq!(p["deployment"], Value::Null);
+    assert_eq!(p["poll_seconds"], 30);
+
+    // Deploy, poll, download with Range.
+    err(
+        s.post(
+            "/api/v1/deployments",
+            ADMIN,
+            &json!({"artifact": "nope", "device": "orin-1"}),
+        ),
+        404,
+        "no artifact",
+    );
+    let dep: Value = s
+        .post(
+            "/api/v1/deployments",
+            ADMIN,
+            &json!({"artifact": art["id"], "device": "orin-1"}),
+        )
+        .json()
+        .unwrap();
+    let p: Value = s
+        .get("/api/v1/device/poll?version=1.0.0", &token)
+        .json()
+        .unwrap();
+    let a = &p["deployment"];
+    assert_eq!(a["id"], dep["id"]);
+    assert_eq!(a["version"], "2.0.0");
+    let url = a["url"].as_str().unwrap();
+    let whole = std::fs::read(&good).unwrap();
+    assert_eq!(a["size"].as_u64().unwrap(), whole.len() as u64);
+    let etag = format!("\"{}\"", a["sha256"].as_str().unwrap());
+    let get = |h: &[(&str, &str)]| {
+        let mut r = s.http.get(format!("{}{url}", s.base)).bearer_auth(&token);
+        for (k, v) in h {
+            r = r.header(*k, *v);
+        }
+        r.send().unwrap()
+    };
+    let r = get(&[]);
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(r.bytes().unwrap().as_ref(), &whole[..]);
+    let r = get(&[("range", "bytes=100-199"), ("if-range", &etag)]);
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 100-199/{}", whole.len())
+    );
+    assert_eq!(r.bytes().unwrap().as_ref(), &whole[100..200]);
+    let r = get(&[("range", "bytes=100-199"), ("if-range", "\"other\"")]);
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "a changed validator gets the whole file"
+    );
+    assert_eq!(get(&[("if-none-match", &etag)]).status().as_u16(), 304);
+    let past = format!("bytes={}-", whole.len());
+    assert_eq!(get(&[("range", &past)]).status().as_u16(), 416);
+    let r = s.http.get(format!("{}{url}", s.base)).send().unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "artifacts need a device or admin token"
+    );
+
+    // Status reports.
+    let id = dep["id"].as_str().unwrap();
+    let report = |state: &str, progress: u64| {
+        s.post(
+            "/api/v1/device/status",
+            &token,
+            &json!({"deployment": id, "state": state, "progress": progress, "downloaded_bytes": 1234, "message": state}),
+        )
+    };
+    err(report("exploded", 1), 400, "is not one of");
+    err(report("downloading", 101), 400, "progress");
+    assert_eq!(report("downloading", 50).status().as_u16(), 200);
+    assert_eq!(report("success", 100).status().as_u16(), 200);
+    err(report("failure", 0), 409, "not an active deployment");
+    let p: Value = s
+        .get("/api/v1/device/poll?version=2.0.0", &token)
+        .json()
+        .unwrap();
+    assert_eq!(p["deployment"], Value::Null);
+    let shown: Value = s
+        .get(&format!("/api/v1/deployments/{id}"), ADMIN)
+        .json()
+        .unwrap();
+    assert_eq!(shown["deployment"]["state"], "success");
+    assert_eq!(shown["deployment"]["downloaded_bytes"], 1234);
+    let states: Vec<&str> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["downloading", "success"]);
+    let devs: Value = s.get("/api/v1/devices", ADMIN).json().unwrap();
+    assert_eq!(devs[0]["version"], "2.0.0");
+}

@@ -1,0 +1,140 @@
+//! The store on SQLite and on the local PostgreSQL (JOTA_TEST_POSTGRES, default
+//! postgres://postgres@127.0.0.1:5432/test; each run in a schema of its own): the same
+//! scenario, including concurrent deployments to one device.
+
+use jota_server::store::{now, ArtifactRow, Store};
+use jota_server::ServerError;
+
+fn artifact(id: &str) -> ArtifactRow {
+    ArtifactRow {
+        id: id.into(),
+        kind: "jota".into(),
+        version: "2.0.0".into(),
+        size: 1000,
+        sha256: "ab".repeat(32),
+        manifest_sha256: "cd".repeat(32),
+        chunked_bytes: 100,
+        created: now(),
+    }
+}
+
+async fn scenario(store: Store) {
+    store
+        .add_device("orin-1", "h1", "3767-0005-300", &["canary".into()])
+        .await
+        .unwrap();
+    let e = store.add_device("orin-1", "h2", "", &[]).await.unwrap_err();
+    assert!(matches!(e, ServerError::Conflict(_)), "{e}");
+    assert_eq!(
+        store.device_by_token("h1").await.unwrap().unwrap().id,
+        "orin-1"
+    );
+    assert!(store.device_by_token("nope").await.unwrap().is_none());
+    store.seen("orin-1", Some("1.0.0")).await.unwrap();
+    let d = &store.devices().await.unwrap()[0];
+    assert_eq!(
+        (d.version.as_deref(), d.tags.as_slice()),
+        (Some("1.0.0"), &["canary".to_string()][..])
+    );
+
+    store.add_artifact(&artifact("a1")).await.unwrap();
+    store.add_artifact(&artifact("a1")).await.unwrap(); // idempotent
+    assert_eq!(store.artifacts().await.unwrap().len(), 1);
+    assert!(matches!(
+        store.deploy("x", "ghost", "a1").await,
+        Err(ServerError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.deploy("x", "orin-1", "nope").await,
+        Err(ServerError::NotFound(_))
+    ));
+
+    // Concurrent deployments to one device: all succeed one after the other; one stays active.
+    let mut hs = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        hs.push(tokio::spawn(async move {
+            s.deploy(&format!("d{i}"), "orin-1", "a1").await
+        }));
+    }
+    for h in hs {
+        h.await.unwrap().unwrap();
+    }
+    let all = store.deployments().await.unwrap();
+    assert_eq!(all.len(), 8);
+    assert_eq!(all.iter().filter(|d| d.active).count(), 1);
+    assert_eq!(all.iter().filter(|d| d.state == "canceled").count(), 7);
+    let active = store.active_deployment("orin-1").await.unwrap().unwrap();
+
+    // Reports: a bad state or a stale deployment changes nothing; a final state ends it.
+    let e = store
+        .report("orin-1", &active.id, "exploded", 5, 0, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServerError::BadRequest(_)), "{e}");
+    let stale = all.iter().find(|d| !d.active).unwrap();
+    let e = store
+        .report("orin-1", &stale.id, "installing", 5, 0, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServerError::Conflict(_)), "{e}");
+    store
+        .report("orin-1", &active.id, "downloading", 40, 4_000, "fetching")
+        .await
+        .unwrap();
+    let done = store
+        .report("orin-1", &active.id, "success", 100, 10_000, "committed")
+        .await
+        .unwrap();
+    assert!(!done.active);
+    assert_eq!(done.downloaded_bytes, 10_000);
+    assert!(store.active_deployment("orin-1").await.unwrap().is_none());
+    let ev = store.events(&active.id).await.unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        ["downloading", "success"]
+    );
+    let e = store
+        .report("orin-1", &active.id, "failure", 0, 0, "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ServerError::Conflict(_)),
+        "an ended deployment takes no reports: {e}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", d.path().join("jota.db").display());
+    scenario(Store::open(&url).await.unwrap()).await;
+    // Reopening runs no migration twice and keeps the data.
+    let s = Store::open(&url).await.unwrap();
+    assert_eq!(s.deployments().await.unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn postgres() {
+    use sqlx::Connection;
+    let base = std::env::var("JOTA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("jota_test_{}", jota_server::random_hex(6).unwrap());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("PostgreSQL at JOTA_TEST_POSTGRES (CI has one on 127.0.0.1:5432)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    scenario(Store::open(&url).await.unwrap()).await;
+    let s = Store::open(&url).await.unwrap();
+    assert_eq!(s.deployments().await.unwrap().len(), 8);
+    drop(s);
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
