@@ -10,6 +10,7 @@ use crate::install::{install_from, keyring, ChunkSource, InstallOptions, Install
 use crate::journal::DataDir;
 use crate::AgentError;
 use jota_bundle::manifest::{ComponentType, Digest};
+use jota_bundle::sign::Keyring;
 use jota_delta::plan::Plan;
 use jota_delta::remote::{ChunkCache, DeltaSource, FetchOptions, FetchReport, Remote, SeedSlot};
 use jota_delta::seed::scan;
@@ -17,6 +18,7 @@ use jota_delta::DeltaError;
 use jota_tegra::efivar::Slot;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -50,6 +52,18 @@ pub fn open_remote(
     url: &str,
     opts: &InstallOptions,
 ) -> Result<Option<DeltaSource>, AgentError> {
+    let ring = keyring(dev, opts)?;
+    let data = DataDir::new(&dev.storage, &dev.config.data_dir);
+    open_remote_with(url, &ring, &data.host_path().join("delta"))
+}
+
+/// [`open_remote`] with the keyring and the directory of chunk caches given (one cache per
+/// bundle, named by its manifest hash).
+pub fn open_remote_with(
+    url: &str,
+    ring: &Keyring,
+    caches: &Path,
+) -> Result<Option<DeltaSource>, AgentError> {
     let remote = Remote::new(url, Duration::from_secs(30)).map_err(dl)?;
     let parsed = match remote.front() {
         Ok(p) => p,
@@ -57,13 +71,11 @@ pub fn open_remote(
         Err(DeltaError::Bundle(e)) => return Err(AgentError::Rejected(format!("{url}: {e}"))),
         Err(e) => return Err(dl(e)),
     };
-    let ring = keyring(dev, opts)?;
     parsed
-        .check_signatures(&ring)
+        .check_signatures(ring)
         .map_err(|e| AgentError::Rejected(format!("{url}: {e}")))?;
     let id = Digest::of(&parsed.manifest_bytes).to_string();
-    let data = DataDir::new(&dev.storage, &dev.config.data_dir);
-    let cache = ChunkCache::open(&data.host_path().join("delta").join(&id[..16])).map_err(dl)?;
+    let cache = ChunkCache::open(&caches.join(&id[..16])).map_err(dl)?;
     if !cache.is_empty() {
         tracing::info!(
             chunks = cache.len(),

@@ -159,13 +159,16 @@ impl ChunkSource for jota_delta::patch::PatchSource {
     }
 }
 
+/// The directory of the keyring an install trusts.
+pub fn keyring_dir(dev: &Device, opts: &InstallOptions) -> std::path::PathBuf {
+    opts.keyring
+        .clone()
+        .unwrap_or_else(|| dev.root.path(&dev.config.keyring))
+}
+
 /// The keyring an install trusts.
 pub fn keyring(dev: &Device, opts: &InstallOptions) -> Result<Keyring, AgentError> {
-    let ring_dir = opts
-        .keyring
-        .clone()
-        .unwrap_or_else(|| dev.root.path(&dev.config.keyring));
-    Keyring::load(&ring_dir).map_err(|e| AgentError::Rejected(e.to_string()))
+    Keyring::load(&keyring_dir(dev, opts)).map_err(|e| AgentError::Rejected(e.to_string()))
 }
 
 /// Installs a local bundle file into the inactive slot and (unless `no_switch`) switches.

@@ -6,8 +6,11 @@
 //! rebuilt chunk is verified against the new release's signed manifest; a chunk that does
 //! not verify is taken from that same bundle instead.
 
+use crate::delta::open_remote_with;
 use crate::device::Device;
-use crate::install::{install_from, keyring, ChunkSource, InstallOptions, InstallReport};
+use crate::install::{
+    install_from, keyring, keyring_dir, ChunkSource, InstallOptions, InstallReport,
+};
 use crate::journal::DataDir;
 use crate::AgentError;
 use jota_bundle::read::{Bundle, ReadError, Trust};
@@ -20,7 +23,6 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// What a patch install did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -69,12 +71,6 @@ pub struct PatchPlan {
     pub full_bytes: u64,
     /// The fallback bundle.
     pub bundle: Option<String>,
-}
-
-fn ring_dir(dev: &Device, opts: &InstallOptions) -> PathBuf {
-    opts.keyring
-        .clone()
-        .unwrap_or_else(|| dev.root.path(&dev.config.keyring))
 }
 
 /// Opens a patch file and checks both its signatures.
@@ -159,19 +155,18 @@ pub fn dry_run(
     })
 }
 
-fn fallback(loc: String, ring_dir: PathBuf, cache_dir: PathBuf, want: Digest) -> Fallback {
+/// The new bundle at `loc` (URL: by chunked delta without seeds; else a local file), opened
+/// on first use, as a per-chunk fallback. It must be the release the patch installs.
+fn fallback(loc: String, ring_dir: PathBuf, caches: PathBuf, want: Digest) -> Fallback {
     type Src = Box<dyn ChunkSource + Send>;
     let cell: OnceLock<Result<Src, String>> = OnceLock::new();
     let open = move || -> Result<Src, String> {
         let ring = Keyring::load(&ring_dir).map_err(|e| e.to_string())?;
         let src: Src = if loc.starts_with("http://") || loc.starts_with("https://") {
-            let remote = jota_delta::remote::Remote::new(&loc, Duration::from_secs(30))
-                .map_err(|e| e.to_string())?;
-            let parsed = remote.front().map_err(|e| e.to_string())?;
-            parsed.check_signatures(&ring).map_err(|e| e.to_string())?;
-            let cache =
-                jota_delta::remote::ChunkCache::open(&cache_dir).map_err(|e| e.to_string())?;
-            Box::new(jota_delta::remote::DeltaSource::new(parsed, remote, cache))
+            match open_remote_with(&loc, &ring, &caches).map_err(|e| e.to_string())? {
+                Some(s) => Box::new(s),
+                None => return Err(format!("{loc}: the server does not serve byte ranges")),
+            }
         } else {
             Box::new(
                 Bundle::open(Path::new(&loc), Trust::Keyring(&ring)).map_err(|e| e.to_string())?,
@@ -216,8 +211,10 @@ pub fn install_patch(
     };
     let want = patch.manifest.target.manifest_sha256;
     let data = DataDir::new(&dev.storage, &dev.config.data_dir);
-    let cache_dir = data.host_path().join("delta").join(&want.to_string()[..16]);
-    let fb = bundle.map(|b| fallback(b, ring_dir(dev, opts), cache_dir.clone(), want));
+    let caches = data.host_path().join("delta");
+    // Where open_remote_with keeps a fallback's fetched chunks: gone once installed.
+    let cache_dir = caches.join(&want.to_string()[..16]);
+    let fb = bundle.map(|b| fallback(b, keyring_dir(dev, opts), caches, want));
     let mut report = PatchReport {
         base_version: patch.manifest.base.version.clone(),
         patch_bytes: std::fs::metadata(file).map(|x| x.len()).unwrap_or(0),

@@ -729,11 +729,18 @@ impl PatchBytes for PatchFile {
     }
 }
 
-/// Where a chunk's data blocks are in the frames.
+/// Where a chunk's blocks come from, worked out once while parsing.
 #[derive(Clone, Copy, Debug, Default)]
 struct ChunkData {
+    /// Stored id of the chunk's first block.
+    first: u64,
+    /// Index of the op that holds it, and the stored id that op starts at.
+    op: usize,
+    op_start: u64,
+    /// How many of its blocks come from the frames.
+    data_blocks: u64,
+    /// The frame holding them, and their offset in it.
     frame: usize,
-    /// Offset in the frame.
     offset: u64,
 }
 
@@ -905,16 +912,20 @@ impl Patch {
             // Data blocks per chunk: walk the ops alongside the chunks.
             let mut per_chunk = Vec::with_capacity(c.chunks.len());
             let (mut k, mut left) = (0usize, o.first().map_or(0, op_len));
+            let (mut id, mut op_start) = (0u64, 0u64);
             for ch in &c.chunks {
                 let mut need = ch.blocks as u64;
                 let mut data = 0u64;
+                let mut at = None;
                 while need > 0 {
                     while left == 0 {
+                        op_start += o.get(k).map_or(0, op_len);
                         k += 1;
                         left = o.get(k).map(op_len).ok_or_else(|| {
                             fmt_err(format!("ops of `{}` end before its chunks", c.name))
                         })?;
                     }
+                    at.get_or_insert((k, op_start));
                     let n = need.min(left);
                     if matches!(o[k], Op::Data { .. }) {
                         data += n;
@@ -948,10 +959,16 @@ impl Patch {
                         )));
                     }
                 }
+                let (op, start) = at.unwrap_or((k, op_start));
                 per_chunk.push(ChunkData {
+                    first: id,
+                    op,
+                    op_start: start,
+                    data_blocks: data,
                     frame,
                     offset: in_frame,
                 });
+                id += ch.blocks as u64;
                 in_frame += bytes;
             }
             ops.push(o);
@@ -1216,7 +1233,7 @@ impl PatchSource {
         let mut users = vec![0usize; patch.manifest.frames.len()];
         for (comp, per) in patch.chunk_data.iter().enumerate() {
             for (ci, d) in per.iter().enumerate() {
-                if chunk_has_data(&patch, comp, ci) {
+                if patch.chunk_data[comp][ci].data_blocks > 0 {
                     if let Some(u) = users.get_mut(d.frame) {
                         *u += 1;
                     }
@@ -1309,9 +1326,8 @@ impl PatchSource {
     fn rebuild(&self, comp: usize, ci: usize) -> Result<ChunkBytes, String> {
         let c = &self.patch.new.manifest.components[comp];
         let ch = &c.chunks[ci];
-        let first: u64 = c.chunks[..ci].iter().map(|x| x.blocks as u64).sum();
         let cd = self.patch.chunk_data[comp][ci];
-        let data_blocks = chunk_data_blocks(&self.patch, comp, ci);
+        let (first, data_blocks) = (cd.first, cd.data_blocks);
         let has_data = data_blocks > 0;
         let frame = if has_data {
             Some(self.frame(cd.frame)?)
@@ -1332,9 +1348,9 @@ impl PatchSource {
         }
         let mut out = vec![0u8; (ch.blocks as u64 * BS) as usize];
         let mut data_at = cd.offset as usize;
-        let mut id = 0u64; // stored id at the start of the current op
+        let mut id = cd.op_start; // stored id at the start of the current op
         let mut filled = 0u64;
-        for op in &self.patch.ops[comp] {
+        for op in self.patch.ops[comp].get(cd.op..).unwrap_or_default() {
             let len = op_len(op);
             let (s, e) = (id.max(first), (id + len).min(first + ch.blocks as u64));
             if s < e {
@@ -1405,29 +1421,6 @@ impl PatchSource {
             }
         }
     }
-}
-
-fn chunk_has_data(p: &Patch, comp: usize, ci: usize) -> bool {
-    chunk_data_blocks(p, comp, ci) > 0
-}
-
-/// How many of chunk `ci`'s blocks come from the frames.
-fn chunk_data_blocks(p: &Patch, comp: usize, ci: usize) -> u64 {
-    let c = &p.new.manifest.components[comp];
-    let first: u64 = c.chunks[..ci].iter().map(|x| x.blocks as u64).sum();
-    let end = first + c.chunks[ci].blocks as u64;
-    let (mut id, mut n) = (0u64, 0u64);
-    for op in &p.ops[comp] {
-        let len = op_len(op);
-        if matches!(op, Op::Data { .. }) {
-            n += (id + len).min(end).saturating_sub(id.max(first));
-        }
-        id += len;
-        if id >= end {
-            break;
-        }
-    }
-    n
 }
 
 /// The fallback location of the new bundle: next to the patch.

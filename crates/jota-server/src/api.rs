@@ -214,14 +214,26 @@ struct DeviceView {
 
 async fn list_devices(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<DeviceView>>> {
     admin(&s, &h)?;
-    let mut out = Vec::new();
-    for d in s.inner.store.devices().await? {
-        let deployment = s.inner.store.active_deployment(&d.id).await?;
-        out.push(DeviceView {
+    // Two queries, not one per device.
+    let mut active: std::collections::HashMap<String, DeploymentRow> = s
+        .inner
+        .store
+        .active_deployments()
+        .await?
+        .into_iter()
+        .map(|d| (d.device_id.clone(), d))
+        .collect();
+    let out = s
+        .inner
+        .store
+        .devices()
+        .await?
+        .into_iter()
+        .map(|d| DeviceView {
+            deployment: active.remove(&d.id),
             device: d,
-            deployment,
-        });
-    }
+        })
+        .collect();
     Ok(Json(out))
 }
 

@@ -354,6 +354,18 @@ impl Store {
         r.as_ref().map(deployment).transpose().map_err(db)
     }
 
+    /// Every active deployment (one per device at most).
+    pub async fn active_deployments(&self) -> Result<Vec<DeploymentRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM deployments WHERE active = 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(deployment)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
     /// Deployments, newest first.
     pub async fn deployments(&self) -> Result<Vec<DeploymentRow>, ServerError> {
         let rows = sqlx::query("SELECT * FROM deployments ORDER BY created DESC, id")

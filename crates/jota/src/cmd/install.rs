@@ -52,16 +52,23 @@ pub fn run(a: Args) -> Result<()> {
     install_source(&mut dev, &a, &a.bundle)
 }
 
+impl Args {
+    /// Install options for `file`, named `source` in the journal and hooks.
+    fn options(&self, file: &Path, source: &str) -> InstallOptions {
+        InstallOptions {
+            bundle: file.to_path_buf(),
+            source: source.to_string(),
+            keyring: self.keyring.clone(),
+            no_switch: self.no_switch,
+            threads: self.threads,
+        }
+    }
+}
+
 /// Installs `source` (a bundle or patch, a path or URL).
 fn install_source(dev: &mut Device, a: &Args, source: &str) -> Result<()> {
     let url = source.starts_with("http://") || source.starts_with("https://");
-    let opts = InstallOptions {
-        bundle: PathBuf::from(source),
-        source: source.to_string(),
-        keyring: a.keyring.clone(),
-        no_switch: a.no_switch,
-        threads: a.threads,
-    };
+    let opts = a.options(Path::new(source), source);
     let patch_url = url
         && source
             .split(['?', '#'])
@@ -197,13 +204,7 @@ fn install_source(dev: &mut Device, a: &Args, source: &str) -> Result<()> {
 
 /// Installs a static patch when the running slot is its base, else the bundle it names.
 fn install_patch_file(dev: &mut Device, a: &Args, file: &Path, source: &str) -> Result<()> {
-    let opts = InstallOptions {
-        bundle: file.to_path_buf(),
-        source: source.to_string(),
-        keyring: a.keyring.clone(),
-        no_switch: a.no_switch,
-        threads: a.threads,
-    };
+    let opts = a.options(file, source);
     if a.dry_run {
         let p = patch::dry_run(dev, file, source, &opts)?;
         if a.json {
