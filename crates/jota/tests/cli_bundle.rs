@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod common;
-use common::{jota, jota_json, run, sim_releases, tool};
+use common::{jota, jota_json, output_bounded, run, sim_releases, tool};
 
 /// `jota bundle info --json FILE`.
 fn info_json(bundle: &Path) -> Value {
@@ -635,8 +635,8 @@ fn swupdate_installs_the_exported_swu() {
     let tmp = dp.join("swtmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let swu_run = |extra: &[&str], hw: &str| {
-        std::process::Command::new(&swupdate)
-            .args(["-i"])
+        let mut cmd = std::process::Command::new(&swupdate);
+        cmd.args(["-i"])
             .arg(&swu)
             .arg("-k")
             .arg(keys().join("rsa4096.cert.pem"))
@@ -644,9 +644,8 @@ fn swupdate_installs_the_exported_swu() {
             .args(extra)
             .env("TMPDIR", &tmp)
             .env("PATH", &path)
-            .env("JOTA_ROOT", &sim)
-            .output()
-            .unwrap()
+            .env("JOTA_ROOT", &sim);
+        output_bounded(&mut cmd, std::time::Duration::from_secs(180))
     };
     // Wrong hardware: refused, nothing written.
     let o = swu_run(&["-e", "stable,copy2"], "jetson:3701-0005-500");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod common;
-use common::{jota, jota_bin, sim_releases, tool};
+use common::{jota, jota_bin, output_bounded, sim_releases, tool};
 
 /// Two releases each of an Orin Nano (R36) and a Nano (R32).
 fn releases() -> &'static Path {
@@ -419,23 +419,24 @@ fn rauc_drives_jota_as_its_custom_bootloader_backend() {
         .unwrap();
         let script = format!(
             "mount --bind {cl} /proc/cmdline || exit 90\n\
-             ADDR=$(dbus-daemon --session --fork --print-address=1) || exit 91\n\
-             export DBUS_SYSTEM_BUS_ADDRESS=$ADDR\n\
+             OUT=$(dbus-daemon --session --fork --print-address=1 --print-pid=1) || exit 91\n\
+             export DBUS_SYSTEM_BUS_ADDRESS=$(echo \"$OUT\" | head -n1)\n\
+             BUS=$(echo \"$OUT\" | tail -n1)\n\
              {rauc} service --conf={conf} >/dev/null 2>&1 &\n\
              SVC=$!\n\
              for i in $(seq 100); do {rauc} status >/dev/null 2>&1 && break; sleep 0.05; done\n\
              {rauc} {args}\n\
              rc=$?\n\
-             kill $SVC\n\
+             kill $SVC $BUS\n\
              exit $rc\n",
             cl = cmdline.display(),
             rauc = rauc.display(),
             conf = conf.display(),
         );
-        let out = std::process::Command::new(&unshare)
-            .args(["-m", "sh", "-c", &script])
-            .output()
-            .unwrap();
+        let out = output_bounded(
+            std::process::Command::new(&unshare).args(["-m", "sh", "-c", &script]),
+            std::time::Duration::from_secs(120),
+        );
         assert!(
             out.status.success(),
             "rauc {args}: {}{}",

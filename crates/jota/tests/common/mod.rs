@@ -38,6 +38,55 @@ pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
     o
 }
 
+/// Runs a peer tool in its own process group with its output in files, and waits at most
+/// `limit`. Tools such as swupdate fork helpers that can outlive them: with pipes, a helper
+/// still holding one would block `output()` forever (a CI run once hung here), so the whole
+/// group is killed when the tool exits or the limit passes; a timeout fails with the output.
+pub fn output_bounded(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The group id is the tool's pid; stragglers (or the hung tool) go with it.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = child.wait();
+    let (stdout, stderr) = (std::fs::read(&out).unwrap(), std::fs::read(&err).unwrap());
+    match status {
+        Some(status) => std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{cmd:?} did not finish within {limit:?}: {}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
 /// Runs `jota ARGS...`, asserts success and parses its stdout as JSON.
 pub fn jota_json<I, S>(args: I) -> serde_json::Value
 where
