@@ -2,7 +2,8 @@
 //! device's token. Every error is JSON `{"error": "..."}` with a 4xx/5xx status, and a
 //! rejected request changes nothing.
 
-use crate::store::{ArtifactRow, DeploymentRow, DeviceRow, Store};
+use crate::rollout::{NewRollout, RolloutRow, RolloutStatus};
+use crate::store::{now, ArtifactRow, DeploymentRow, DeviceRow, Store};
 use crate::{artifacts, random_hex, token_hash, ServerConfig, ServerError};
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
@@ -123,8 +124,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/devices", post(add_device).get(list_devices))
+        .route(
+            "/api/v1/devices/batch",
+            post(add_devices).layer(DefaultBodyLimit::max(8 << 20)),
+        )
         .route("/api/v1/deployments", post(deploy).get(list_deployments))
         .route("/api/v1/deployments/{id}", get(show_deployment))
+        .route("/api/v1/rollouts", post(create_rollout).get(list_rollouts))
+        .route("/api/v1/rollouts/{id}", get(show_rollout))
+        .route("/api/v1/rollouts/{id}/{action}", post(control_rollout))
         .route("/api/v1/device/poll", get(poll))
         .route("/api/v1/device/status", post(status))
         .route("/artifacts/{id}", get(download))
@@ -203,6 +211,39 @@ async fn add_device(
         StatusCode::CREATED,
         Json(NewDeviceReply { id: d.id, token }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevices {
+    devices: Vec<NewDevice>,
+}
+
+/// Most devices registered by one batch request.
+const MAX_BATCH: usize = 10_000;
+
+async fn add_devices(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewDevices>, JsonRejection>,
+) -> Res<(StatusCode, Json<Vec<NewDeviceReply>>)> {
+    admin(&s, &h)?;
+    let b = json(body)?;
+    if b.devices.is_empty() || b.devices.len() > MAX_BATCH {
+        return Err(ServerError::BadRequest(format!(
+            "a batch registers 1 to {MAX_BATCH} devices"
+        )));
+    }
+    let mut rows = Vec::with_capacity(b.devices.len());
+    let mut out = Vec::with_capacity(b.devices.len());
+    for d in b.devices {
+        check_id(&d.id)?;
+        let token = random_hex(32)?;
+        rows.push((d.id.clone(), token_hash(&token), d.hardware, d.tags));
+        out.push(NewDeviceReply { id: d.id, token });
+    }
+    s.inner.store.add_devices(&rows).await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[derive(Serialize)]
@@ -302,6 +343,49 @@ async fn show_deployment(
     ))
 }
 
+async fn create_rollout(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewRollout>, JsonRejection>,
+) -> Res<(StatusCode, Json<RolloutStatus>)> {
+    admin(&s, &h)?;
+    let r = json(body)?;
+    let id = random_hex(8)?;
+    let st = s.inner.store.create_rollout(&id, &r, now()).await?;
+    tracing::info!(rollout = %id, artifact = %r.artifact, devices = st.total.devices, "rollout created");
+    Ok((StatusCode::CREATED, Json(st)))
+}
+
+async fn list_rollouts(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<RolloutRow>>> {
+    admin(&s, &h)?;
+    Ok(Json(s.inner.store.rollouts().await?))
+}
+
+async fn show_rollout(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<Json<RolloutStatus>> {
+    admin(&s, &h)?;
+    s.inner
+        .store
+        .rollout_status(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ServerError::NotFound(format!("no rollout `{id}`")))
+}
+
+async fn control_rollout(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Res<Json<RolloutStatus>> {
+    admin(&s, &h)?;
+    let st = s.inner.store.control_rollout(&id, &action, now()).await?;
+    tracing::info!(rollout = %id, %action, state = %st.rollout.state, "rollout control");
+    Ok(Json(st))
+}
+
 #[derive(Deserialize)]
 struct PollQuery {
     version: Option<String>,
@@ -354,6 +438,14 @@ async fn poll(
         deployment: None,
     };
     if let Some(dep) = s.inner.store.active_deployment(&d.id).await? {
+        // A paused or halted rollout holds back what its devices have not started.
+        let held = match &dep.rollout_id {
+            Some(r) if dep.state == "assigned" => !s.inner.store.rollout_running(r).await?,
+            _ => false,
+        };
+        if held {
+            return Ok(Json(reply));
+        }
         if let Some(a) = s.inner.store.artifact(&dep.artifact_id).await? {
             reply.deployment = Some(Assignment {
                 id: dep.id,

@@ -3,11 +3,13 @@
 //! the device-facing poll and status API. SQLite by default, PostgreSQL by URL.
 //!
 //! Built so far (issue 6 is open): the registry, artifacts, single-device deployments,
-//! poll and status over plain HTTP with bearer tokens. Not yet: TLS/mTLS and provisioning by
-//! CSR, rollouts, hawkBit DDI, telemetry, dashboard, S3.
+//! staged rollouts (phases, soak, gates, pause/resume/abort), poll and status over plain
+//! HTTP with bearer tokens. Not yet: TLS/mTLS and provisioning by CSR, hawkBit DDI,
+//! telemetry, dashboard, S3.
 
 pub mod api;
 pub mod artifacts;
+pub mod rollout;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub max_upload: u64,
     /// Seconds a device waits between polls.
     pub poll_seconds: u64,
+    /// How often rollouts are evaluated (gates, phases, assignments).
+    pub rollout_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -107,15 +111,29 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::io(std::path::Path::new("<listener>"), e))?;
+    let interval = config.rollout_interval;
+    let evaluator = store.clone();
     let app = api::router(api::AppState::new(config, store)?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| ServerError::io(std::path::Path::new("<server>"), e))
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        // Rollouts move on a timer on every replica; the store makes that safe.
+        let tick = async move {
+            let mut t = tokio::time::interval(interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                if let Err(e) = evaluator.evaluate_rollouts(store::now()).await {
+                    tracing::error!("rollout evaluation: {e}");
+                }
+            }
+        };
+        tokio::select! {
+            r = serve => r.map_err(|e| ServerError::io(std::path::Path::new("<server>"), e)),
+            _ = tick => Ok(()),
+        }
     });
     tracing::info!(%addr, "jota server listening");
     Ok(Running {

@@ -67,17 +67,19 @@ pub struct DeploymentRow {
     pub created: i64,
     /// Last update (Unix seconds).
     pub updated: i64,
+    /// The rollout that made it, if any.
+    pub rollout_id: Option<String>,
 }
 
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-fn db(e: sqlx::Error) -> ServerError {
+pub(crate) fn db(e: sqlx::Error) -> ServerError {
     ServerError::Database(e.to_string())
 }
 
@@ -114,7 +116,7 @@ fn artifact(r: &AnyRow) -> Result<ArtifactRow, sqlx::Error> {
     })
 }
 
-fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
+pub(crate) fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
     Ok(DeploymentRow {
         id: r.try_get("id")?,
         device_id: r.try_get("device_id")?,
@@ -126,6 +128,7 @@ fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
         active: r.try_get::<i64, _>("active")? != 0,
         created: r.try_get("created")?,
         updated: r.try_get("updated")?,
+        rollout_id: r.try_get("rollout_id")?,
     })
 }
 
@@ -193,6 +196,65 @@ impl Store {
             )),
             Err(e) => Err(db(e)),
         }
+    }
+
+    /// Registers many devices in one transaction: (id, token sha256, hardware, tags) each.
+    /// All or none: an id already taken (or given twice) refuses the whole batch, naming it.
+    pub async fn add_devices(
+        &self,
+        devices: &[(String, String, String, Vec<String>)],
+    ) -> Result<(), ServerError> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(d) = devices.iter().find(|d| !seen.insert(d.0.as_str())) {
+            return Err(ServerError::BadRequest(format!(
+                "device `{}` is given twice",
+                d.0
+            )));
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let t = now();
+        for chunk in devices.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT id FROM devices WHERE id IN ({list}) LIMIT 1");
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q.bind(&d.0);
+            }
+            if let Some(r) = q.fetch_optional(&mut *tx).await.map_err(db)? {
+                let id: String = r.try_get("id").map_err(db)?;
+                return Err(ServerError::Conflict(format!(
+                    "device `{id}` is already registered"
+                )));
+            }
+            let rows = (0..chunk.len())
+                .map(|r| {
+                    let b = r * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO devices (id, token_sha256, hardware, tags, created) VALUES {rows}"
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, token, hw, tags) in chunk {
+                let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+                q = q.bind(id).bind(token).bind(hw).bind(tags).bind(t);
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
     }
 
     /// The device whose token hashes to `token_sha256`.

@@ -72,6 +72,7 @@ impl Server {
                 keyring: None,
                 max_upload: 16 << 20,
                 poll_seconds: 30,
+                rollout_interval: std::time::Duration::from_millis(100),
             }))
             .unwrap();
         Server {
@@ -307,4 +308,122 @@ fn upload_register_deploy_poll_download_report() {
     assert_eq!(states, ["downloading", "success"]);
     let devs: Value = s.get("/api/v1/devices", ADMIN).json().unwrap();
     assert_eq!(devs[0]["version"], "2.0.0");
+}
+
+/// A rollout over the API: created with a phase plan, the timer assigns the next phase once
+/// the first reports success, a paused rollout's unstarted deployments are held back from
+/// the poll and handed out again on resume; bad plans and actions get 4xx.
+#[test]
+fn rollout_over_http_pause_holds_the_poll() {
+    let s = Server::new();
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), "ed25519.key.pem");
+    let art: Value = s.upload(&b).json().unwrap();
+    let art = art["id"].as_str().unwrap().to_string();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let tags = if i == 2 {
+            json!(["risk=canary"])
+        } else {
+            json!([])
+        };
+        let r: Value = s
+            .post(
+                "/api/v1/devices",
+                ADMIN,
+                &json!({ "id": format!("dev-{i}"), "hardware": "3767-0005-300", "tags": tags }),
+            )
+            .json()
+            .unwrap();
+        tokens.push(r["token"].as_str().unwrap().to_string());
+    }
+    err(
+        s.post(
+            "/api/v1/rollouts",
+            ADMIN,
+            &json!({ "artifact": art, "phases": [{ "name": "a", "percent": 60 }] }),
+        ),
+        400,
+        "100%",
+    );
+    err(
+        s.post("/api/v1/rollouts", ADMIN, &json!({ "artifact": "nope" })),
+        404,
+        "no artifact",
+    );
+    err(
+        s.post(
+            "/api/v1/rollouts",
+            ADMIN,
+            &json!({ "artifact": art, "colour": 1 }),
+        ),
+        400,
+        "colour",
+    );
+    let r = s.post(
+        "/api/v1/rollouts",
+        ADMIN,
+        &json!({
+            "name": "r1",
+            "artifact": art,
+            "phases": [
+                { "name": "canary", "percent": 25 },
+                { "name": "all", "percent": 100 }
+            ]
+        }),
+    );
+    assert_eq!(r.status().as_u16(), 201);
+    let st: Value = r.json().unwrap();
+    let id = st["rollout"]["id"].as_str().unwrap().to_string();
+    assert_eq!(st["phases"][0]["devices"], 1);
+    let poll = |i: usize| -> Value { s.get("/api/v1/device/poll", &tokens[i]).json().unwrap() };
+    // Only the canary-tier device has something.
+    let p = poll(2);
+    let dep = p["deployment"]["id"].as_str().unwrap().to_string();
+    assert!(poll(0)["deployment"].is_null());
+    let r = s.post(
+        "/api/v1/device/status",
+        &tokens[2],
+        &json!({ "deployment": dep, "state": "success", "progress": 100 }),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    // The evaluator runs every 100 ms here: the next phase comes without another request.
+    let mut st = Value::Null;
+    for _ in 0..100 {
+        st = s
+            .get(&format!("/api/v1/rollouts/{id}"), ADMIN)
+            .json()
+            .unwrap();
+        if st["rollout"]["phase"] == 1 && st["total"]["assigned"] == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(st["total"]["assigned"], 3, "{st}");
+    assert!(!poll(0)["deployment"].is_null());
+    // Paused: the unstarted deployments are held back, then handed out again.
+    let r = s.post(&format!("/api/v1/rollouts/{id}/pause"), ADMIN, &json!({}));
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(poll(0)["deployment"].is_null());
+    err(
+        s.post(&format!("/api/v1/rollouts/{id}/pause"), ADMIN, &json!({})),
+        409,
+        "cannot pause",
+    );
+    let r = s.post(&format!("/api/v1/rollouts/{id}/resume"), ADMIN, &json!({}));
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!poll(0)["deployment"].is_null());
+    err(
+        s.post(&format!("/api/v1/rollouts/{id}/explode"), ADMIN, &json!({})),
+        400,
+        "pause, resume or abort",
+    );
+    err(s.get("/api/v1/rollouts/nope", ADMIN), 404, "no rollout");
+    err(
+        s.get(&format!("/api/v1/rollouts/{id}"), &tokens[0]),
+        401,
+        "admin",
+    );
+    let list: Value = s.get("/api/v1/rollouts", ADMIN).json().unwrap();
+    assert_eq!(list[0]["name"], "r1");
 }

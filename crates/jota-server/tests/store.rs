@@ -5,6 +5,8 @@
 use jota_server::store::{now, ArtifactRow, Store};
 use jota_server::ServerError;
 
+mod common;
+
 fn artifact(id: &str) -> ArtifactRow {
     ArtifactRow {
         id: id.into(),
@@ -107,7 +109,7 @@ async fn scenario(store: Store) {
 #[tokio::test]
 async fn sqlite() {
     let d = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", d.path().join("jota.db").display());
+    let url = common::sqlite_url(d.path());
     scenario(Store::open(&url).await.unwrap()).await;
     // Reopening runs no migration twice and keeps the data.
     let s = Store::open(&url).await.unwrap();
@@ -116,25 +118,10 @@ async fn sqlite() {
 
 #[tokio::test]
 async fn postgres() {
-    use sqlx::Connection;
-    let base = std::env::var("JOTA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("jota_test_{}", jota_server::random_hex(6).unwrap());
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("PostgreSQL at JOTA_TEST_POSTGRES (CI has one on 127.0.0.1:5432)");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    scenario(Store::open(&url).await.unwrap()).await;
-    let s = Store::open(&url).await.unwrap();
+    let pg = common::PgSchema::new().await;
+    scenario(Store::open(&pg.url).await.unwrap()).await;
+    let s = Store::open(&pg.url).await.unwrap();
     assert_eq!(s.deployments().await.unwrap().len(), 8);
     drop(s);
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    pg.drop().await;
 }

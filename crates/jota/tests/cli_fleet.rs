@@ -144,4 +144,80 @@ fn serve_upload_register_deploy() {
         .assert()
         .success()
         .stdout(predicate::str::contains(id).and(predicate::str::contains("2.0.0")));
+
+    // A staged rollout from the command line: two more devices (one in another region),
+    // phases given as NAME:PERCENT:SOAK, then status, pause, resume and abort.
+    for (dev, tag) in [("orin-8", "region=eu"), ("orin-9", "region=us")] {
+        fleet(
+            &s,
+            token,
+            &[
+                "add-device",
+                dev,
+                "--hardware",
+                "3767-0005-300",
+                "--tag",
+                tag,
+            ],
+        );
+    }
+    jota()
+        .args([
+            "fleet", "--server", &s.1, "--token", token, "rollout", "create",
+        ])
+        .args(["--artifact", id, "--phase", "half:50%:3600"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("100%"));
+    let r = fleet(
+        &s,
+        token,
+        &[
+            "rollout",
+            "create",
+            "--artifact",
+            id,
+            "--name",
+            "spring",
+            "--hardware",
+            "3767",
+            "--phase",
+            "first:50:3600",
+            "--phase",
+            "all:100",
+            "--max-concurrent",
+            "5",
+        ],
+    );
+    let rid = r["rollout"]["id"].as_str().unwrap();
+    assert_eq!(r["rollout"]["policy"]["max_concurrent"], 5);
+    assert_eq!(r["phases"][0]["devices"], 2);
+    assert_eq!(r["phases"][0]["assigned"], 2);
+    assert_eq!(r["total"]["devices"], 3);
+    let r = fleet(&s, token, &["rollout", "pause", rid]);
+    assert_eq!(r["rollout"]["state"], "paused");
+    let r = fleet(&s, token, &["rollout", "resume", rid]);
+    assert_eq!(r["rollout"]["state"], "running");
+    let r = fleet(&s, token, &["rollout", "abort", rid]);
+    assert_eq!(r["rollout"]["state"], "aborted");
+    assert_eq!(r["total"]["canceled"], 2);
+    assert_eq!(fleet(&s, token, &["rollout", "list"])[0]["id"], rid);
+    jota()
+        .args([
+            "fleet", "--server", &s.1, "--token", token, "rollout", "status", rid,
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("aborted")
+                .and(predicate::str::contains("first"))
+                .and(predicate::str::contains("canceled")),
+        );
+    jota()
+        .args([
+            "fleet", "--server", &s.1, "--token", token, "rollout", "resume", rid,
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("409"));
 }

@@ -76,6 +76,174 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Staged rollouts: create, list, status, pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// Load test: register N lightweight devices and have them poll; prints polls/s and
+    /// latency percentiles (a benchmark, not for production servers).
+    Loadgen {
+        /// Devices to register.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Concurrent pollers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds of polling.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Roll this artifact out over the devices first (timed), so polls return it.
+        #[arg(long)]
+        artifact: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCmd {
+    /// Start a staged rollout of an artifact; prints its id.
+    Create {
+        /// Artifact id.
+        #[arg(long)]
+        artifact: String,
+        /// Name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Only devices whose hardware starts with this (`3767`, `3767-0005`).
+        #[arg(long)]
+        hardware: Option<String>,
+        /// Only devices with this tag (repeatable: all of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A phase, NAME:PERCENT[:SOAK_SECONDS] with cumulative percent (repeatable, in
+        /// order, the last at 100). Default: canary:1:3600 10%:10:3600 50%:50:3600 all:100.
+        #[arg(long = "phase")]
+        phases: Vec<String>,
+        /// Halt when failures exceed this percentage of the devices assigned so far.
+        #[arg(long, default_value_t = 5.0)]
+        max_failure_percent: f64,
+        /// Halt when rollbacks exceed this percentage.
+        #[arg(long, default_value_t = 1.0)]
+        max_rollback_percent: f64,
+        /// Most devices updating at once.
+        #[arg(long)]
+        max_concurrent: Option<u64>,
+        /// How long a phase waits for offline devices before moving on, in seconds.
+        #[arg(long, default_value_t = 86400)]
+        straggler_seconds: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rollouts.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A rollout's phases and device counts.
+    Status {
+        /// Rollout id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop handing out deployments (devices already updating finish).
+    Pause {
+        /// Rollout id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go on after a pause or an automatic halt.
+    Resume {
+        /// Rollout id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the rollout: deployments not yet started are canceled.
+    Abort {
+        /// Rollout id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `NAME:PERCENT[:SOAK_SECONDS]`.
+fn phase(s: &str) -> Result<Value> {
+    let mut it = s.split(':');
+    let (Some(name), Some(pct)) = (it.next(), it.next()) else {
+        bail!("--phase {s}: NAME:PERCENT[:SOAK_SECONDS]");
+    };
+    let percent: f64 = pct
+        .trim_end_matches('%')
+        .parse()
+        .with_context(|| format!("--phase {s}: percent `{pct}`"))?;
+    let soak: u64 = match it.next() {
+        Some(x) => x
+            .parse()
+            .with_context(|| format!("--phase {s}: soak seconds `{x}`"))?,
+        None => 0,
+    };
+    if it.next().is_some() {
+        bail!("--phase {s}: NAME:PERCENT[:SOAK_SECONDS]");
+    }
+    Ok(json!({ "name": name, "percent": percent, "soak_seconds": soak }))
+}
+
+/// Prints a rollout status for people.
+fn show_status(v: &Value) -> Result<()> {
+    let r = &v["rollout"];
+    let phase = r["phase"].as_u64().unwrap_or(0) as usize;
+    outln!(
+        "rollout {} ({}): {} of artifact {}, phase {}{}",
+        r["id"].as_str().unwrap_or_default(),
+        r["name"].as_str().unwrap_or_default(),
+        r["state"].as_str().unwrap_or_default(),
+        r["artifact_id"].as_str().unwrap_or_default(),
+        r["phases"][phase]["name"].as_str().unwrap_or_default(),
+        match r["reason"].as_str() {
+            Some(x) if !x.is_empty() => format!(": {x}"),
+            _ => String::new(),
+        }
+    );
+    outln!(
+        "  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "phase",
+        "devices",
+        "waiting",
+        "assigned",
+        "updating",
+        "success",
+        "failure",
+        "rollback",
+        "canceled"
+    );
+    let phases = v["phases"].as_array().cloned().unwrap_or_default();
+    for (i, p) in phases.iter().chain([&v["total"]]).enumerate() {
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        outln!(
+            "{} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            if i == phase { '>' } else { ' ' },
+            p["name"].as_str().unwrap_or("total"),
+            n("devices"),
+            n("waiting"),
+            n("assigned"),
+            n("updating"),
+            n("success"),
+            n("failure"),
+            n("rolled_back"),
+            n("canceled")
+        );
+    }
+    Ok(())
 }
 
 struct Client {
@@ -227,5 +395,94 @@ pub fn run(a: Args) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Rollout(r) => rollout(&c, r),
+        Cmd::Loadgen {
+            devices,
+            concurrency,
+            seconds,
+            artifact,
+            json,
+        } => crate::cmd::loadgen::run(crate::cmd::loadgen::Loadgen {
+            base: c.base.clone(),
+            token: c.token.clone(),
+            devices,
+            concurrency,
+            seconds,
+            artifact,
+            json,
+        }),
     }
+}
+
+fn rollout(c: &Client, cmd: RolloutCmd) -> Result<()> {
+    let (v, json) = match cmd {
+        RolloutCmd::Create {
+            artifact,
+            name,
+            hardware,
+            tags,
+            phases,
+            max_failure_percent,
+            max_rollback_percent,
+            max_concurrent,
+            straggler_seconds,
+            json,
+        } => {
+            let mut body = json!({
+                "name": name,
+                "artifact": artifact,
+                "filter": { "hardware": hardware, "tags": tags },
+                "policy": {
+                    "max_failure_percent": max_failure_percent,
+                    "max_rollback_percent": max_rollback_percent,
+                    "max_concurrent": max_concurrent,
+                    "straggler_seconds": straggler_seconds,
+                },
+            });
+            if !phases.is_empty() {
+                body["phases"] = phases.iter().map(|p| phase(p)).collect::<Result<_>>()?;
+            }
+            let v = c.post("/api/v1/rollouts", &body)?;
+            if !json {
+                outln!("{}", v["rollout"]["id"].as_str().unwrap_or_default());
+                return Ok(());
+            }
+            (v, json)
+        }
+        RolloutCmd::List { json } => {
+            let v = c.get("/api/v1/rollouts")?;
+            if !json {
+                for r in v.as_array().into_iter().flatten() {
+                    let p = r["phase"].as_u64().unwrap_or(0) as usize;
+                    outln!(
+                        "{}  {:<10} {:<10} artifact {}  {}",
+                        r["id"].as_str().unwrap_or_default(),
+                        r["state"].as_str().unwrap_or_default(),
+                        r["phases"][p]["name"].as_str().unwrap_or_default(),
+                        r["artifact_id"].as_str().unwrap_or_default(),
+                        r["name"].as_str().unwrap_or_default()
+                    );
+                }
+                return Ok(());
+            }
+            (v, json)
+        }
+        RolloutCmd::Status { id, json } => (c.get(&format!("/api/v1/rollouts/{id}"))?, json),
+        RolloutCmd::Pause { id, json } => (
+            c.post(&format!("/api/v1/rollouts/{id}/pause"), &json!({}))?,
+            json,
+        ),
+        RolloutCmd::Resume { id, json } => (
+            c.post(&format!("/api/v1/rollouts/{id}/resume"), &json!({}))?,
+            json,
+        ),
+        RolloutCmd::Abort { id, json } => (
+            c.post(&format!("/api/v1/rollouts/{id}/abort"), &json!({}))?,
+            json,
+        ),
+    };
+    if json {
+        return print_json(&v);
+    }
+    show_status(&v)
 }

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod install;
 pub mod keys;
 pub mod layout;
+pub mod loadgen;
 pub mod server;
 pub mod sim;
 pub mod status;

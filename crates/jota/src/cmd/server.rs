@@ -32,6 +32,9 @@ pub struct Args {
     /// Seconds devices wait between polls.
     #[arg(long, default_value_t = 60)]
     poll_seconds: u64,
+    /// Seconds between rollout evaluations (gates, phase moves, new assignments).
+    #[arg(long, default_value_t = 5.0)]
+    rollout_seconds: f64,
     /// Serve plain HTTP. Required for now: HTTPS and device mTLS are not built yet.
     #[arg(long)]
     insecure_http: bool,
@@ -72,6 +75,10 @@ pub fn run(a: Args) -> Result<()> {
         keyring: a.keyring.clone(),
         max_upload: a.max_upload_mib << 20,
         poll_seconds: a.poll_seconds,
+        rollout_interval: std::time::Duration::try_from_secs_f64(a.rollout_seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--rollout-seconds is a positive number")?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
