@@ -424,7 +424,6 @@ async fn poll(
     h: HeaderMap,
     Query(q): Query<PollQuery>,
 ) -> Res<Json<PollReply>> {
-    let d = device(&s, &h).await?;
     if let Some(v) = &q.version {
         if v.len() > 128 {
             return Err(ServerError::BadRequest(
@@ -432,21 +431,27 @@ async fn poll(
             ));
         }
     }
-    s.inner.store.seen(&d.id, q.version.as_deref()).await?;
+    let view = s
+        .inner
+        .store
+        .poll_view(&token_hash(bearer(&h)?))
+        .await?
+        .ok_or_else(|| ServerError::Unauthorized("unknown device token".into()))?;
+    s.inner
+        .store
+        .seen(&view.device, q.version.as_deref())
+        .await?;
     let mut reply = PollReply {
         poll_seconds: s.inner.config.poll_seconds,
         deployment: None,
     };
-    if let Some(dep) = s.inner.store.active_deployment(&d.id).await? {
+    if let Some(dep) = view.deployment {
         // A paused or halted rollout holds back what its devices have not started.
-        let held = match &dep.rollout_id {
-            Some(r) if dep.state == "assigned" => !s.inner.store.rollout_running(r).await?,
-            _ => false,
-        };
-        if held {
-            return Ok(Json(reply));
-        }
-        if let Some(a) = s.inner.store.artifact(&dep.artifact_id).await? {
+        let held = dep.rollout_id.is_some()
+            && dep.state == "assigned"
+            && dep.rollout_state.as_deref() != Some("running");
+        if !held {
+            let a = dep.artifact;
             reply.deployment = Some(Assignment {
                 id: dep.id,
                 version: a.version,

@@ -113,6 +113,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
         .map_err(|e| ServerError::io(std::path::Path::new("<listener>"), e))?;
     let interval = config.rollout_interval;
     let evaluator = store.clone();
+    let heartbeats = store.clone();
     let app = api::router(api::AppState::new(config, store)?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -130,10 +131,23 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
                 }
             }
         };
-        tokio::select! {
+        let flush = async {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                if let Err(e) = heartbeats.flush_heartbeats().await {
+                    tracing::error!("writing heartbeats: {e}");
+                }
+            }
+        };
+        let r = tokio::select! {
             r = serve => r.map_err(|e| ServerError::io(std::path::Path::new("<server>"), e)),
             _ = tick => Ok(()),
-        }
+            _ = flush => Ok(()),
+        };
+        // What was buffered is written before a clean stop.
+        heartbeats.flush_heartbeats().await?;
+        r
     });
     tracing::info!(%addr, "jota server listening");
     Ok(Running {

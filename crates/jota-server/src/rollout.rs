@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use std::collections::BTreeMap;
 
 /// One phase: the first `percent` of the targets (cumulative), held at least `soak_seconds`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -323,7 +322,7 @@ fn rollout(r: &AnyRow) -> Result<RolloutRow, ServerError> {
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32766 parameters; PostgreSQL 65535).
-const BATCH: usize = 500;
+const BATCH: usize = 100;
 
 /// `($1, $2, …), (…)` for `rows` rows of `cols` parameters.
 fn placeholders(rows: usize, cols: usize) -> String {
@@ -498,21 +497,29 @@ impl Store {
         }))
     }
 
-    /// Pauses (`pause`), resumes (`resume`, also after a halt) or aborts (`abort`: the
-    /// deployments not yet started are canceled; devices already updating finish) a rollout.
+    /// Pauses (`pause`), resumes (`resume`, also after a halt), aborts (`abort`: the
+    /// deployments not yet started are canceled; devices already updating finish) or
+    /// evaluates now (`evaluate`) a rollout.
     pub async fn control_rollout(
         &self,
         id: &str,
         action: &str,
         now: i64,
     ) -> Result<RolloutStatus, ServerError> {
+        if action == "evaluate" {
+            self.evaluate_rollout(id, now).await?;
+            return self
+                .rollout_status(id)
+                .await?
+                .ok_or_else(|| ServerError::NotFound(format!("no rollout `{id}`")));
+        }
         let (from, to): (&[&str], &str) = match action {
             "pause" => (&["running"], "paused"),
             "resume" => (&["paused", "halted"], "running"),
             "abort" => (&["running", "paused", "halted"], "aborted"),
             _ => {
                 return Err(ServerError::BadRequest(format!(
-                    "`{action}`: pause, resume or abort"
+                    "`{action}`: pause, resume, abort or evaluate"
                 )))
             }
         };
@@ -600,6 +607,8 @@ impl Store {
     /// Evaluates one rollout: gates, phase advance, new assignments. Does nothing unless it
     /// is running, or when another replica is evaluating it at the same moment.
     pub async fn evaluate_rollout(&self, id: &str, now: i64) -> Result<Vec<Step>, ServerError> {
+        // Assignment skips devices already on the version: they must have been written.
+        self.flush_heartbeats().await?;
         let Some(mut r) = self.rollout(id).await? else {
             return Ok(Vec::new());
         };
@@ -729,19 +738,6 @@ impl Store {
         Ok(steps)
     }
 
-    /// Whether a rollout hands out its deployments now (running), for the poll.
-    pub async fn rollout_running(&self, id: &str) -> Result<bool, ServerError> {
-        let r = sqlx::query("SELECT state FROM rollouts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(match r {
-            Some(r) => r.try_get::<String, _>("state").map_err(db)? == "running",
-            None => false,
-        })
-    }
-
     /// A rollout's deployments, by device.
     pub async fn rollout_deployments(&self, id: &str) -> Result<Vec<DeploymentRow>, ServerError> {
         let rows =
@@ -806,75 +802,49 @@ async fn assign(tx: &mut Tx<'_>, r: &RolloutRow, room: u64, now: i64) -> Result<
         .map_err(db)?
         .try_get("version")
         .map_err(db)?;
-    let rows = sqlx::query(
-        "SELECT t.device_id AS device_id, d.version AS version FROM rollout_targets t \
-         JOIN devices d ON d.id = t.device_id \
+    // The devices to give a deployment now, in rollout order; run twice in one transaction
+    // (nothing changes between), so the database does the work and no list crosses over.
+    let picked = "SELECT t.device_id FROM rollout_targets t \
          WHERE t.rollout_id = $1 AND t.phase <= $2 AND NOT EXISTS \
          (SELECT 1 FROM deployments x WHERE x.rollout_id = $1 AND x.device_id = t.device_id) \
-         ORDER BY t.ord LIMIT $3",
-    )
+         ORDER BY t.ord LIMIT $3";
+    let limit = room.min(i64::MAX as u64) as i64;
+    // Other work a device had pending gives way to the rollout.
+    sqlx::query(&format!(
+        "UPDATE deployments SET active = 0, state = 'canceled', message = $4, updated = $5 \
+         WHERE active = 1 AND (rollout_id IS NULL OR rollout_id <> $1) AND device_id IN ({picked})"
+    ))
     .bind(&r.id)
     .bind(r.phase)
-    .bind(room.min(i64::MAX as u64) as i64)
-    .fetch_all(&mut **tx)
+    .bind(limit)
+    .bind(format!("replaced by rollout {}", r.id))
+    .bind(now)
+    .execute(&mut **tx)
     .await
     .map_err(db)?;
-    let mut picked: BTreeMap<String, bool> = BTreeMap::new();
-    for row in &rows {
-        let dev: String = row.try_get("device_id").map_err(db)?;
-        let v: Option<String> = row.try_get("version").map_err(db)?;
-        picked.insert(dev, v.as_deref() == Some(version.as_str()));
-    }
-    let devs: Vec<(&String, &bool)> = picked.iter().collect();
-    for chunk in devs.chunks(BATCH) {
-        // Other work a device had pending gives way to the rollout.
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 4))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "UPDATE deployments SET active = 0, state = 'canceled', message = $1, updated = $2 \
-             WHERE active = 1 AND (rollout_id IS NULL OR rollout_id <> $3) AND device_id IN ({list})"
-        );
-        let why = format!("replaced by rollout {}", r.id);
-        let mut q = sqlx::query(&sql).bind(why).bind(now).bind(&r.id);
-        for (dev, _) in chunk {
-            q = q.bind(dev.as_str());
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
-
-        let sql = format!(
-            "INSERT INTO deployments (id, device_id, artifact_id, state, progress, message, active, \
-             created, updated, rollout_id) VALUES {}",
-            placeholders(chunk.len(), 10)
-        );
-        let mut q = sqlx::query(&sql);
-        for (dev, already) in chunk {
-            let (state, progress, msg, active) = if **already {
-                (
-                    "success",
-                    100i64,
-                    format!("already running {version}"),
-                    0i64,
-                )
-            } else {
-                ("assigned", 0, String::new(), 1)
-            };
-            q = q
-                .bind(format!("{}-{}", r.id, dev))
-                .bind(dev.as_str())
-                .bind(&r.artifact_id)
-                .bind(state)
-                .bind(progress)
-                .bind(msg)
-                .bind(active)
-                .bind(now)
-                .bind(now)
-                .bind(&r.id);
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
-    }
-    Ok(picked.len() as u64)
+    // A device already running the version is recorded as a success, inactive.
+    let n = sqlx::query(&format!(
+        "INSERT INTO deployments (id, device_id, artifact_id, state, progress, message, active, \
+         created, updated, rollout_id) \
+         SELECT $1 || '-' || d.id, d.id, $4, \
+         CASE WHEN d.version = $5 THEN 'success' ELSE 'assigned' END, \
+         CASE WHEN d.version = $5 THEN 100 ELSE 0 END, \
+         CASE WHEN d.version = $5 THEN $6 ELSE '' END, \
+         CASE WHEN d.version = $5 THEN 0 ELSE 1 END, $7, $7, $1 \
+         FROM devices d WHERE d.id IN ({picked})"
+    ))
+    .bind(&r.id)
+    .bind(r.phase)
+    .bind(limit)
+    .bind(&r.artifact_id)
+    .bind(&version)
+    .bind(format!("already running {version}"))
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    Ok(n)
 }
 
 /// JSON text of a value, for the TEXT columns (these types always serialise).

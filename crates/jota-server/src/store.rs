@@ -71,10 +71,43 @@ pub struct DeploymentRow {
     pub rollout_id: Option<String>,
 }
 
+/// A device as its poll sees it.
+#[derive(Clone, Debug)]
+pub struct PollView {
+    /// The device.
+    pub device: DeviceRow,
+    /// Its active deployment, if any.
+    pub deployment: Option<PolledDeployment>,
+}
+
+/// An active deployment with what a poll answers about it.
+#[derive(Clone, Debug)]
+pub struct PolledDeployment {
+    /// Deployment id.
+    pub id: String,
+    /// Its state.
+    pub state: String,
+    /// The rollout that made it.
+    pub rollout_id: Option<String>,
+    /// That rollout's state.
+    pub rollout_state: Option<String>,
+    /// The artifact (kind and created not filled in).
+    pub artifact: ArtifactRow,
+}
+
+/// A poll not yet written: when, and a version the device reported that differs.
+type Heartbeat = (i64, Option<String>);
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Writes and transactions (one connection on SQLite, which has one writer anyway).
     pub(crate) pool: AnyPool,
+    /// Single-statement reads: on SQLite, WAL readers beside the writer; else `pool`.
+    pub(crate) read: AnyPool,
+    /// Polls not yet written: device id → last seen. A heartbeat is not worth an fsync per
+    /// poll; [`Store::flush_heartbeats`] writes them in one transaction every second.
+    heartbeats: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Heartbeat>>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -143,31 +176,67 @@ pub const STATES: &[(&str, bool)] = &[
     ("rolled-back", true),
 ];
 
+/// Options for `url`. Statement logging is off: sqlx pretty-prints every statement it logs,
+/// which costs more than running a 500-row INSERT.
+fn connect_options(url: &str) -> Result<sqlx::any::AnyConnectOptions, ServerError> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    Ok(sqlx::any::AnyConnectOptions::from_str(url)
+        .map_err(db)?
+        .disable_statement_logging())
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://FILE?mode=rwc` or `postgres://…`) and migrates.
     pub async fn open(url: &str) -> Result<Store, ServerError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
+        // Per-connection SQLite settings: WAL with durable commits, foreign keys, a page cache
+        // that holds a 100,000-device registry (the default 2 MiB makes every poll a read()),
+        // and waiting instead of failing while the writer holds the lock.
+        let options = || {
+            AnyPoolOptions::new().after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA cache_size = -65536",
+                            "PRAGMA mmap_size = 268435456",
+                            "PRAGMA busy_timeout = 5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        };
+        let pool = options()
             // SQLite serialises writers anyway; one connection avoids SQLITE_BUSY.
             .max_connections(if sqlite { 1 } else { 16 })
-            .connect(url)
+            .connect_with(connect_options(url)?)
             .await
             .map_err(db)?;
-        if sqlite {
-            for pragma in [
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = FULL",
-                "PRAGMA foreign_keys = ON",
-            ] {
-                sqlx::query(pragma).execute(&pool).await.map_err(db)?;
-            }
-        }
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| ServerError::Database(format!("migrations: {e}")))?;
-        Ok(Store { pool })
+        let read = if sqlite && !url.contains(":memory:") {
+            options()
+                .max_connections(4)
+                .connect_with(connect_options(url)?)
+                .await
+                .map_err(db)?
+        } else {
+            pool.clone()
+        };
+        Ok(Store {
+            pool,
+            read,
+            heartbeats: Default::default(),
+        })
     }
 
     /// Registers a device with the sha256 of its token. Refuses an id already taken.
@@ -264,14 +333,65 @@ impl Store {
     ) -> Result<Option<DeviceRow>, ServerError> {
         let r = sqlx::query("SELECT * FROM devices WHERE token_sha256 = $1")
             .bind(token_sha256)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db)?;
         r.as_ref().map(device).transpose().map_err(db)
     }
 
+    /// What a poll needs in one query: the device whose token hashes to `token_sha256`, its
+    /// active deployment, that deployment's artifact and the state of its rollout.
+    pub async fn poll_view(&self, token_sha256: &str) -> Result<Option<PollView>, ServerError> {
+        let r = sqlx::query(
+            "SELECT d.id AS id, d.hardware AS hardware, d.tags AS tags, d.version AS version, \
+             d.created AS created, d.last_seen AS last_seen, x.id AS dep_id, x.state AS dep_state, \
+             x.rollout_id AS rollout_id, r.state AS rollout_state, a.id AS art_id, \
+             a.version AS art_version, a.size AS art_size, a.sha256 AS art_sha256, \
+             a.manifest_sha256 AS art_manifest, a.chunked_bytes AS art_chunked \
+             FROM devices d \
+             LEFT JOIN deployments x ON x.device_id = d.id AND x.active = 1 \
+             LEFT JOIN rollouts r ON r.id = x.rollout_id \
+             LEFT JOIN artifacts a ON a.id = x.artifact_id \
+             WHERE d.token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        let Some(r) = r else { return Ok(None) };
+        let row = || -> Result<PollView, sqlx::Error> {
+            let dep_id: Option<String> = r.try_get("dep_id")?;
+            let art_id: Option<String> = r.try_get("art_id")?;
+            let deployment = match (dep_id, art_id) {
+                (Some(id), Some(artifact_id)) => Some(PolledDeployment {
+                    id,
+                    state: r.try_get("dep_state")?,
+                    rollout_id: r.try_get("rollout_id")?,
+                    rollout_state: r.try_get("rollout_state")?,
+                    artifact: ArtifactRow {
+                        id: artifact_id,
+                        kind: String::new(),
+                        version: r.try_get("art_version")?,
+                        size: r.try_get("art_size")?,
+                        sha256: r.try_get("art_sha256")?,
+                        manifest_sha256: r.try_get("art_manifest")?,
+                        chunked_bytes: r.try_get("art_chunked")?,
+                        created: 0,
+                    },
+                }),
+                _ => None,
+            };
+            Ok(PollView {
+                device: device(&r)?,
+                deployment,
+            })
+        };
+        row().map(Some).map_err(db)
+    }
+
     /// All devices, by id.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, ServerError> {
+        self.flush_heartbeats().await?;
         let rows = sqlx::query("SELECT * FROM devices ORDER BY id")
             .fetch_all(&self.pool)
             .await
@@ -282,18 +402,49 @@ impl Store {
             .map_err(db)
     }
 
-    /// Records a poll: when, and the version the device runs.
-    pub async fn seen(&self, id: &str, version: Option<&str>) -> Result<(), ServerError> {
-        sqlx::query(
-            "UPDATE devices SET last_seen = $1, version = COALESCE($2, version) WHERE id = $3",
-        )
-        .bind(now())
-        .bind(version)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+    /// Records a poll: when, and the version the device runs. Buffered, not written: the
+    /// device sends both on every poll, so one lost on a crash comes again with the next.
+    pub async fn seen(&self, device: &DeviceRow, version: Option<&str>) -> Result<(), ServerError> {
+        let version = version.filter(|v| device.version.as_deref() != Some(*v));
+        if let Ok(mut h) = self.heartbeats.lock() {
+            let e = h.entry(device.id.clone()).or_insert((0, None));
+            e.0 = now();
+            if let Some(v) = version {
+                e.1 = Some(v.to_string());
+            }
+        }
         Ok(())
+    }
+
+    /// Writes buffered polls (one transaction). Returns how many devices.
+    pub async fn flush_heartbeats(&self) -> Result<usize, ServerError> {
+        let batch: Vec<(String, Heartbeat)> = match self.heartbeats.lock() {
+            Ok(mut h) => h.drain().collect(),
+            Err(_) => return Ok(0),
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // One statement per 100 devices; `UPDATE … FROM (VALUES …)` reads the same on SQLite
+        // and PostgreSQL (both name VALUES columns column1, column2, …).
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for chunk in batch.chunks(100) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE devices SET last_seen = v.column2, version = COALESCE(v.column3, devices.version) \
+                 FROM (VALUES {values}) AS v WHERE devices.id = v.column1"
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, (t, v)) in chunk {
+                q = q.bind(id.as_str()).bind(*t).bind(v.as_deref());
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(batch.len())
     }
 
     /// Records an artifact (idempotent: the same file uploaded again is the same artifact).
@@ -320,7 +471,7 @@ impl Store {
     pub async fn artifact(&self, id: &str) -> Result<Option<ArtifactRow>, ServerError> {
         let r = sqlx::query("SELECT * FROM artifacts WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db)?;
         r.as_ref().map(artifact).transpose().map_err(db)
@@ -329,7 +480,7 @@ impl Store {
     /// All artifacts, newest first.
     pub async fn artifacts(&self) -> Result<Vec<ArtifactRow>, ServerError> {
         let rows = sqlx::query("SELECT * FROM artifacts ORDER BY created DESC, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db)?;
         rows.iter()
@@ -397,7 +548,7 @@ impl Store {
     pub async fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>, ServerError> {
         let r = sqlx::query("SELECT * FROM deployments WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db)?;
         r.as_ref().map(deployment).transpose().map_err(db)
@@ -410,7 +561,7 @@ impl Store {
     ) -> Result<Option<DeploymentRow>, ServerError> {
         let r = sqlx::query("SELECT * FROM deployments WHERE device_id = $1 AND active = 1")
             .bind(device_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db)?;
         r.as_ref().map(deployment).transpose().map_err(db)
@@ -431,7 +582,7 @@ impl Store {
     /// Deployments, newest first.
     pub async fn deployments(&self) -> Result<Vec<DeploymentRow>, ServerError> {
         let rows = sqlx::query("SELECT * FROM deployments ORDER BY created DESC, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db)?;
         rows.iter()
@@ -513,7 +664,7 @@ impl Store {
             "SELECT state, progress, message, at FROM events WHERE deployment_id = $1 ORDER BY seq",
         )
         .bind(deployment_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db)?;
         rows.iter()

@@ -416,7 +416,24 @@ fn rollout_over_http_pause_holds_the_poll() {
     err(
         s.post(&format!("/api/v1/rollouts/{id}/explode"), ADMIN, &json!({})),
         400,
-        "pause, resume or abort",
+        "pause, resume, abort or evaluate",
+    );
+    // Evaluating on demand answers with the status; an unknown rollout is named.
+    let r = s.post(
+        &format!("/api/v1/rollouts/{id}/evaluate"),
+        ADMIN,
+        &json!({}),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (v["rollout"]["id"].as_str(), v["total"]["devices"].as_u64()),
+        (Some(id.as_str()), Some(4))
+    );
+    err(
+        s.post("/api/v1/rollouts/nope/evaluate", ADMIN, &json!({})),
+        404,
+        "no rollout `nope`",
     );
     err(s.get("/api/v1/rollouts/nope", ADMIN), 404, "no rollout");
     err(

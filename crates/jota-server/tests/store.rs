@@ -32,12 +32,52 @@ async fn scenario(store: Store) {
         "orin-1"
     );
     assert!(store.device_by_token("nope").await.unwrap().is_none());
-    store.seen("orin-1", Some("1.0.0")).await.unwrap();
+    let row = store.device_by_token("h1").await.unwrap().unwrap();
+    store.seen(&row, Some("1.0.0")).await.unwrap();
+    // Buffered until flushed; listing devices flushes.
+    assert_eq!(
+        store.device_by_token("h1").await.unwrap().unwrap().version,
+        None
+    );
     let d = &store.devices().await.unwrap()[0];
     assert_eq!(
         (d.version.as_deref(), d.tags.as_slice()),
         (Some("1.0.0"), &["canary".to_string()][..])
     );
+    assert!(d.last_seen.unwrap() >= now() - 5);
+
+    // Heartbeats of many devices (over one 100-row statement), some reporting a new version,
+    // some none: each lands, and a version never goes back to nothing.
+    let many: Vec<(String, String, String, Vec<String>)> = (0..250)
+        .map(|i| {
+            (
+                format!("hb-{i:03}"),
+                format!("hbt-{i}"),
+                String::new(),
+                vec![],
+            )
+        })
+        .collect();
+    store.add_devices(&many).await.unwrap();
+    for i in 0..250 {
+        let r = store
+            .device_by_token(&format!("hbt-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let v = (i % 2 == 0).then(|| format!("1.{i}"));
+        store.seen(&r, v.as_deref()).await.unwrap();
+    }
+    assert_eq!(store.flush_heartbeats().await.unwrap(), 250);
+    assert_eq!(store.flush_heartbeats().await.unwrap(), 0);
+    let r = store.device_by_token("hbt-7").await.unwrap().unwrap();
+    assert_eq!((r.version, r.last_seen.is_some()), (None, true));
+    let r = store.device_by_token("hbt-248").await.unwrap().unwrap();
+    assert_eq!(r.version.as_deref(), Some("1.248"));
+    store.seen(&r, None).await.unwrap();
+    store.flush_heartbeats().await.unwrap();
+    let r = store.device_by_token("hbt-248").await.unwrap().unwrap();
+    assert_eq!(r.version.as_deref(), Some("1.248"));
 
     store.add_artifact(&artifact("a1")).await.unwrap();
     store.add_artifact(&artifact("a1")).await.unwrap(); // idempotent
@@ -67,6 +107,15 @@ async fn scenario(store: Store) {
     assert_eq!(all.iter().filter(|d| d.active).count(), 1);
     assert_eq!(all.iter().filter(|d| d.state == "canceled").count(), 7);
     let active = store.active_deployment("orin-1").await.unwrap().unwrap();
+    // The poll's one query sees the same deployment and its artifact.
+    let v = store.poll_view("h1").await.unwrap().unwrap();
+    assert_eq!(v.device.id, "orin-1");
+    let pd = v.deployment.unwrap();
+    assert_eq!(
+        (pd.id.as_str(), pd.artifact.version.as_str(), pd.rollout_id),
+        (active.id.as_str(), "2.0.0", None)
+    );
+    assert!(store.poll_view("nope").await.unwrap().is_none());
 
     // Reports: a bad state or a stale deployment changes nothing; a final state ends it.
     let e = store
@@ -91,6 +140,8 @@ async fn scenario(store: Store) {
     assert!(!done.active);
     assert_eq!(done.downloaded_bytes, 10_000);
     assert!(store.active_deployment("orin-1").await.unwrap().is_none());
+    let v = store.poll_view("h1").await.unwrap().unwrap();
+    assert!(v.deployment.is_none());
     let ev = store.events(&active.id).await.unwrap();
     assert_eq!(
         ev.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),

@@ -198,6 +198,8 @@ fn serve_upload_register_deploy() {
     assert_eq!(r["rollout"]["state"], "paused");
     let r = fleet(&s, token, &["rollout", "resume", rid]);
     assert_eq!(r["rollout"]["state"], "running");
+    let r = fleet(&s, token, &["rollout", "evaluate", rid]);
+    assert_eq!(r["rollout"]["id"], rid);
     let r = fleet(&s, token, &["rollout", "abort", rid]);
     assert_eq!(r["rollout"]["state"], "aborted");
     assert_eq!(r["total"]["canceled"], 2);

@@ -174,6 +174,14 @@ enum RolloutCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate now (gates, phase advance, assignments) instead of at the server's next tick.
+    Evaluate {
+        /// Rollout id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `NAME:PERCENT[:SOAK_SECONDS]`.
@@ -478,6 +486,10 @@ fn rollout(c: &Client, cmd: RolloutCmd) -> Result<()> {
         ),
         RolloutCmd::Abort { id, json } => (
             c.post(&format!("/api/v1/rollouts/{id}/abort"), &json!({}))?,
+            json,
+        ),
+        RolloutCmd::Evaluate { id, json } => (
+            c.post(&format!("/api/v1/rollouts/{id}/evaluate"), &json!({}))?,
             json,
         ),
     };

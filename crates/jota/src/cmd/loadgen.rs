@@ -103,7 +103,11 @@ async fn run_async(l: Loadgen) -> Result<()> {
         )
         .await
         .context("creating the rollout")?;
-        rollout = Some((t.elapsed(), v["total"]["assigned"].as_u64().unwrap_or(0)));
+        rollout = Some((
+            t.elapsed(),
+            v["total"]["assigned"].as_u64().unwrap_or(0),
+            v["rollout"]["id"].as_str().unwrap_or_default().to_string(),
+        ));
     }
 
     // Polling: each poller walks its share of the devices round and round.
@@ -150,13 +154,28 @@ async fn run_async(l: Loadgen) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort_unstable();
+
+    // One evaluation of the rollout as the server's timer would run it, now that every
+    // device has polled: counts over all targets, gates, phase check.
+    let mut evaluate = None;
+    if let Some((_, _, id)) = &rollout {
+        let t = Instant::now();
+        call(
+            http.post(format!("{}/api/v1/rollouts/{id}/evaluate", l.base))
+                .bearer_auth(&l.token),
+        )
+        .await
+        .context("evaluating the rollout")?;
+        evaluate = Some(t.elapsed().as_secs_f64());
+    }
     let polls = lat.len() as u64;
     let out = json!({
         "devices": l.devices,
         "concurrency": l.concurrency,
         "register_seconds": register.as_secs_f64(),
-        "rollout_create_seconds": rollout.map(|r| r.0.as_secs_f64()),
-        "rollout_assigned": rollout.map(|r| r.1),
+        "rollout_create_seconds": rollout.as_ref().map(|r| r.0.as_secs_f64()),
+        "rollout_assigned": rollout.as_ref().map(|r| r.1),
+        "rollout_evaluate_seconds": evaluate,
         "polls": polls,
         "errors": errors,
         "polls_with_deployment": assigned,
@@ -169,10 +188,10 @@ async fn run_async(l: Loadgen) -> Result<()> {
     if l.json {
         return print_json(&out);
     }
-    outln!("| devices | pollers | polls/s | p50 ms | p99 ms | max ms | errors | register s | rollout create s |");
-    outln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    outln!("| devices | pollers | polls/s | p50 ms | p99 ms | max ms | errors | register s | rollout create s | rollout evaluate s |");
+    outln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     outln!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} |",
+        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {} |",
         thousands(l.devices as u64),
         l.concurrency,
         thousands((polls as f64 / elapsed) as u64),
@@ -183,6 +202,9 @@ async fn run_async(l: Loadgen) -> Result<()> {
         register.as_secs_f64(),
         rollout
             .map(|r| format!("{:.2} ({} assigned)", r.0.as_secs_f64(), thousands(r.1)))
+            .unwrap_or_else(|| "-".into()),
+        evaluate
+            .map(|e| format!("{e:.2}"))
             .unwrap_or_else(|| "-".into())
     );
     Ok(())
