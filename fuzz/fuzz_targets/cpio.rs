@@ -34,4 +34,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(e2.len(), entries.len());
         assert_eq!(again, all);
     }
+    // The fleet server's check of uploaded .swu files, over the same bytes.
+    let _ = jota_bundle::swu::inspect(&mut &data[..]);
 });

@@ -533,6 +533,90 @@ fn hash_file(path: &Path) -> Result<(Digest, u32)> {
     Ok((Digest(tee.sha.finalize().into()), tee.sum))
 }
 
+/// What the fleet server learns from a `.swu` it is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwuInfo {
+    /// `version` of sw-description's `software` block.
+    pub version: String,
+    /// Files in the archive, in order.
+    pub files: Vec<String>,
+}
+
+/// Checks an update archive as SWUpdate will read it: a valid cpio (every header, every
+/// `crc` checksum, the trailer), sw-description first and signed (its `.sig` second), a
+/// `version`, and every sha256 that sw-description names matching a file of the archive.
+/// The signature itself is SWUpdate's to verify against the device's key.
+pub fn inspect(r: &mut dyn std::io::Read) -> Result<SwuInfo> {
+    let mut desc = Vec::new();
+    let mut hashes: HashMap<String, sha2::Sha256> = HashMap::new();
+    let entries = cpio::read(r, &mut |e, d| {
+        if e.name == "sw-description" && desc.len() < (1 << 20) {
+            desc.extend_from_slice(d);
+        }
+        hashes.entry(e.name.clone()).or_default().update(d);
+    })?;
+    let files: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    if files.first().map(String::as_str) != Some("sw-description") {
+        return Err(SwuError::Invalid(
+            "sw-description is not the archive's first file".into(),
+        ));
+    }
+    if files.get(1).map(String::as_str) != Some("sw-description.sig") {
+        return Err(SwuError::Invalid(
+            "sw-description.sig is not the archive's second file (unsigned update)".into(),
+        ));
+    }
+    let desc = String::from_utf8(desc)
+        .map_err(|_| SwuError::Invalid("sw-description is not UTF-8".into()))?;
+    let version = setting(&desc, "version")
+        .ok_or_else(|| SwuError::Invalid("sw-description has no `version`".into()))?;
+    let have: Vec<String> = hashes
+        .into_values()
+        .map(|h| hex::encode(h.finalize()))
+        .collect();
+    let mut rest = desc.as_str();
+    while let Some(i) = rest.find("sha256") {
+        rest = &rest[i + 6..];
+        if let Some(v) = setting(rest, "").filter(|v| v.len() == 64) {
+            if !have.iter().any(|h| h.eq_ignore_ascii_case(&v)) {
+                return Err(SwuError::Invalid(format!(
+                    "sw-description names sha256 {v}, which no file of the archive has"
+                )));
+            }
+        }
+    }
+    Ok(SwuInfo { version, files })
+}
+
+/// The string value of libconfig setting `key` (`key = "value";` or `key: "value"`); with
+/// an empty key, the value right at the start of `s` (after `=`/`:`).
+fn setting(s: &str, key: &str) -> Option<String> {
+    let mut rest = s;
+    loop {
+        let at = if key.is_empty() { 0 } else { rest.find(key)? };
+        let before_ok = key.is_empty()
+            || rest[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_' && c != '-');
+        let after = rest[at + key.len()..].trim_start();
+        let value = after
+            .strip_prefix('=')
+            .or_else(|| after.strip_prefix(':'))
+            .map(str::trim_start)
+            .and_then(|v| v.strip_prefix('"'))
+            .and_then(|v| v.split_once('"'))
+            .map(|(v, _)| v.to_string());
+        if before_ok && value.is_some() {
+            return value;
+        }
+        if key.is_empty() {
+            return None;
+        }
+        rest = &rest[at + key.len()..];
+    }
+}
+
 /// Reads an exported archive back: sw-description first and equal to what was signed,
 /// its signature second, then every file with the size and sha256 sw-description names.
 pub fn self_check(path: &Path, desc: &str, files: &[SwuFile]) -> Result<()> {
@@ -617,7 +701,58 @@ fn cms_sign(cert: &x509_cert::Certificate, key: &SecretKey, content: &[u8]) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::hw_revision_regex;
+    use super::{hw_revision_regex, inspect, setting};
+
+    fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = crate::cpio::Writer::new(Vec::new());
+        for (n, d) in files {
+            w.append_bytes(n, d).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn uploaded_swu_is_checked() {
+        use sha2::Digest;
+        let img = b"rootfs bytes";
+        let sum = hex::encode(sha2::Sha256::digest(img));
+        let desc = format!(
+            "software = {{\n  version = \"2.1.0\";\n  hardware-compatibility: [ \"1.0\" ];\n  images: ( {{ filename = \"rootfs\"; sha256 = \"{sum}\"; }} );\n}};\n"
+        );
+        let good = archive(&[
+            ("sw-description", desc.as_bytes()),
+            ("sw-description.sig", b"sig"),
+            ("rootfs", img),
+        ]);
+        let i = inspect(&mut &good[..]).unwrap();
+        assert_eq!(i.version, "2.1.0");
+        assert_eq!(i.files, ["sw-description", "sw-description.sig", "rootfs"]);
+
+        let bad = archive(&[
+            ("sw-description", desc.as_bytes()),
+            ("sw-description.sig", b"sig"),
+            ("rootfs", b"other bytes"),
+        ]);
+        let e = inspect(&mut &bad[..]).unwrap_err().to_string();
+        assert!(e.contains(&sum) && e.contains("no file"), "{e}");
+        let unsigned = archive(&[("sw-description", desc.as_bytes()), ("rootfs", img)]);
+        let e = inspect(&mut &unsigned[..]).unwrap_err().to_string();
+        assert!(e.contains("unsigned"), "{e}");
+        let nover = archive(&[
+            ("sw-description", b"software = { };"),
+            ("sw-description.sig", b"s"),
+        ]);
+        assert!(inspect(&mut &nover[..])
+            .unwrap_err()
+            .to_string()
+            .contains("no `version`"));
+        assert!(inspect(&mut &b"jota bundle"[..]).is_err());
+        // `versions` or `myversion` are not `version`.
+        assert_eq!(
+            setting("myversion = \"1\"; version: \"2\"", "version").as_deref(),
+            Some("2")
+        );
+    }
 
     #[test]
     fn hardware_rules_become_hwrevision_regexes() {

@@ -56,6 +56,18 @@ impl AppState {
     }
 }
 
+impl AppState {
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+    pub(crate) fn artifacts_dir(&self) -> &std::path::Path {
+        &self.inner.artifacts
+    }
+}
+
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -63,6 +75,7 @@ impl IntoResponse for ServerError {
             ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::Conflict(_) => StatusCode::CONFLICT,
+            ServerError::Gone(_) => StatusCode::GONE,
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError::Database(_) | ServerError::Io { .. } => {
@@ -137,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/device/status", post(status))
         .route("/artifacts/{id}", get(download))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::ddi::routes())
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(state)
 }
@@ -450,7 +464,8 @@ async fn poll(
         let held = dep.rollout_id.is_some()
             && dep.state == "assigned"
             && dep.rollout_state.as_deref() != Some("running");
-        if !held {
+        // A .swu is for DDI clients (SWUpdate); a jota agent is not offered one.
+        if !held && dep.artifact.kind == "jota" {
             let a = dep.artifact;
             reply.deployment = Some(Assignment {
                 id: dep.id,

@@ -1,6 +1,7 @@
-//! Artifacts: uploads are stored whole, then verified (signatures against the server's
-//! keyring, every byte against the signed payload hash) before they are recorded; downloads
-//! honour Range, If-Range and If-None-Match with the file's sha256 as its ETag.
+//! Artifacts: uploads are stored whole, then verified before they are recorded — a jota
+//! bundle against the server's keyring and its signed payload hash, a SWUpdate `.swu` (for
+//! devices on hawkBit DDI) as SWUpdate will read it; downloads honour Range, If-Range and
+//! If-None-Match with the file's sha256 as its ETag.
 
 use crate::store::{now, ArtifactRow};
 use crate::ServerError;
@@ -15,11 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Where artifact files live.
 pub fn file_of(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.jota"))
+    dir.join(format!("{id}.artifact"))
 }
 
-/// Stores an uploaded body under `dir`, verifies it as a jota bundle trusted by `keyring`
-/// and returns its record. Nothing is kept when it is rejected.
+/// Stores an uploaded body under `dir`, verifies it (a jota bundle trusted by `keyring`, or
+/// a `.swu`, told apart by the cpio magic) and returns its record. Nothing is kept when it
+/// is rejected.
 pub async fn receive(
     dir: &Path,
     keyring: &Path,
@@ -37,6 +39,8 @@ pub async fn receive(
     let (std_file, tmp_path) = tmp.into_parts();
     let mut f = tokio::fs::File::from_std(std_file);
     let mut h = sha2::Sha256::new();
+    let (mut h1, mut h5) = (sha1::Sha1::new(), md5::Md5::new());
+    let mut head: Vec<u8> = Vec::with_capacity(6);
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -48,6 +52,11 @@ pub async fn receive(
             )));
         }
         h.update(&chunk);
+        h1.update(&chunk);
+        h5.update(&chunk);
+        if head.len() < 6 {
+            head.extend(chunk.iter().take(6 - head.len()));
+        }
         f.write_all(&chunk)
             .await
             .map_err(|e| ServerError::io(&tmp_path, e))?;
@@ -59,8 +68,16 @@ pub async fn receive(
     let sha256 = hex::encode(h.finalize());
     let path: PathBuf = tmp_path.to_path_buf();
     let ring_dir = keyring.to_path_buf();
+    let swu = head.as_slice() == jota_bundle::cpio::MAGIC_NEWC.as_slice()
+        || head.as_slice() == jota_bundle::cpio::MAGIC_CRC.as_slice();
     let checked =
         tokio::task::spawn_blocking(move || -> Result<(String, String, u64), ServerError> {
+            if swu {
+                let f = std::fs::File::open(&path).map_err(|e| ServerError::io(&path, e))?;
+                let info = jota_bundle::swu::inspect(&mut std::io::BufReader::new(f))
+                    .map_err(|e| ServerError::Rejected(format!("not a valid .swu: {e}")))?;
+                return Ok((info.version, String::new(), 0));
+            }
             let ring = Keyring::load(&ring_dir)
                 .map_err(|e| ServerError::Rejected(format!("server keyring: {e}")))?;
             let b = Bundle::open(&path, Trust::Keyring(&ring))
@@ -83,10 +100,12 @@ pub async fn receive(
         .map_err(|e| ServerError::io(&dest, e.error))?;
     Ok(ArtifactRow {
         id,
-        kind: "jota".into(),
+        kind: if swu { "swu" } else { "jota" }.into(),
         version: checked.0,
         size: size as i64,
         sha256,
+        sha1: hex::encode(h1.finalize()),
+        md5: hex::encode(h5.finalize()),
         manifest_sha256: checked.1,
         chunked_bytes: checked.2 as i64,
         created: now(),

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod ddi;
 pub mod rollout;
 pub mod store;
 
@@ -27,6 +28,9 @@ pub enum ServerError {
     /// No such thing (404).
     #[error("not found: {0}")]
     NotFound(String),
+    /// Over and done with: feedback for a closed DDI action (410, as hawkBit answers).
+    #[error("gone: {0}")]
+    Gone(String),
     /// Conflicts with the current state (409).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -75,6 +79,8 @@ pub struct ServerConfig {
     pub max_upload: u64,
     /// Seconds a device waits between polls.
     pub poll_seconds: u64,
+    /// hawkBit DDI gateway token (acts for any registered device); none: gateway auth off.
+    pub ddi_gateway_token: Option<String>,
     /// How often rollouts are evaluated (gates, phases, assignments).
     pub rollout_interval: std::time::Duration,
 }

@@ -28,7 +28,7 @@ pub struct DeviceRow {
 pub struct ArtifactRow {
     /// Artifact id (first 16 hex digits of the file's sha256).
     pub id: String,
-    /// `jota` (a bundle).
+    /// `jota` (a bundle) or `swu` (a SWUpdate archive, for DDI devices).
     pub kind: String,
     /// Release version.
     pub version: String,
@@ -36,6 +36,12 @@ pub struct ArtifactRow {
     pub size: i64,
     /// sha256 of the file.
     pub sha256: String,
+    /// sha1 of the file (hawkBit DDI clients check it).
+    #[serde(default)]
+    pub sha1: String,
+    /// md5 of the file (DDI's `md5sum-http`).
+    #[serde(default)]
+    pub md5: String,
     /// sha256 of the bundle's manifest (its identity on devices).
     pub manifest_sha256: String,
     /// What a device holding the bundle's base downloads by chunked delta.
@@ -91,7 +97,7 @@ pub struct PolledDeployment {
     pub rollout_id: Option<String>,
     /// That rollout's state.
     pub rollout_state: Option<String>,
-    /// The artifact (kind and created not filled in).
+    /// The artifact (sha1, md5 and created not filled in).
     pub artifact: ArtifactRow,
 }
 
@@ -143,6 +149,8 @@ fn artifact(r: &AnyRow) -> Result<ArtifactRow, sqlx::Error> {
         version: r.try_get("version")?,
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
+        sha1: r.try_get("sha1")?,
+        md5: r.try_get("md5")?,
         manifest_sha256: r.try_get("manifest_sha256")?,
         chunked_bytes: r.try_get("chunked_bytes")?,
         created: r.try_get("created")?,
@@ -345,7 +353,7 @@ impl Store {
         let r = sqlx::query(
             "SELECT d.id AS id, d.hardware AS hardware, d.tags AS tags, d.version AS version, \
              d.created AS created, d.last_seen AS last_seen, x.id AS dep_id, x.state AS dep_state, \
-             x.rollout_id AS rollout_id, r.state AS rollout_state, a.id AS art_id, \
+             x.rollout_id AS rollout_id, r.state AS rollout_state, a.id AS art_id, a.kind AS art_kind, \
              a.version AS art_version, a.size AS art_size, a.sha256 AS art_sha256, \
              a.manifest_sha256 AS art_manifest, a.chunked_bytes AS art_chunked \
              FROM devices d \
@@ -370,10 +378,12 @@ impl Store {
                     rollout_state: r.try_get("rollout_state")?,
                     artifact: ArtifactRow {
                         id: artifact_id,
-                        kind: String::new(),
+                        kind: r.try_get("art_kind")?,
                         version: r.try_get("art_version")?,
                         size: r.try_get("art_size")?,
                         sha256: r.try_get("art_sha256")?,
+                        sha1: String::new(),
+                        md5: String::new(),
                         manifest_sha256: r.try_get("art_manifest")?,
                         chunked_bytes: r.try_get("art_chunked")?,
                         created: 0,
@@ -387,6 +397,62 @@ impl Store {
             })
         };
         row().map(Some).map_err(db)
+    }
+
+    /// The device `id`.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, ServerError> {
+        let r = sqlx::query("SELECT * FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        r.as_ref().map(device).transpose().map_err(db)
+    }
+
+    /// A device's deployments, newest first.
+    pub async fn deployments_of(&self, device_id: &str) -> Result<Vec<DeploymentRow>, ServerError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deployments WHERE device_id = $1 ORDER BY created DESC, id DESC",
+        )
+        .bind(device_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(deployment)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Attributes a device reported (DDI configData), as a JSON object.
+    pub async fn attributes(&self, id: &str) -> Result<serde_json::Value, ServerError> {
+        let r = sqlx::query("SELECT attributes FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        let text: String = match r {
+            Some(r) => r.try_get("attributes").map_err(db)?,
+            None => return Err(ServerError::NotFound(format!("no device `{id}`"))),
+        };
+        Ok(serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({})))
+    }
+
+    /// Stores a device's attributes (a JSON object).
+    pub async fn set_attributes(
+        &self,
+        id: &str,
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ServerError> {
+        let text = serde_json::to_string(attributes)
+            .map_err(|e| ServerError::BadRequest(format!("attributes: {e}")))?;
+        sqlx::query("UPDATE devices SET attributes = $1 WHERE id = $2")
+            .bind(text)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     /// All devices, by id.
@@ -450,8 +516,8 @@ impl Store {
     /// Records an artifact (idempotent: the same file uploaded again is the same artifact).
     pub async fn add_artifact(&self, a: &ArtifactRow) -> Result<(), ServerError> {
         sqlx::query(
-            "INSERT INTO artifacts (id, kind, version, size, sha256, manifest_sha256, chunked_bytes, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO artifacts (id, kind, version, size, sha256, manifest_sha256, chunked_bytes, created, sha1, md5) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.kind)
@@ -461,6 +527,8 @@ impl Store {
         .bind(&a.manifest_sha256)
         .bind(a.chunked_bytes)
         .bind(a.created)
+        .bind(&a.sha1)
+        .bind(&a.md5)
         .execute(&self.pool)
         .await
         .map_err(db)?;

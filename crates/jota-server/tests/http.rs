@@ -1,7 +1,8 @@
 //! The server over real HTTP (SQLite): admin and device auth, bundle upload verified
 //! against the keyring (bad ones leave nothing behind), device registration, deployment,
 //! poll, resumable download (Range, If-Range, If-None-Match) and status reports — and clear
-//! 4xx errors that change nothing for bad input.
+//! 4xx errors that change nothing for bad input. And hawkBit's DDI API as a hawkBit client
+//! uses it, with a `.swu` artifact.
 
 use jota_bundle::build::{BaseKeys, Builder, ComponentSpec, NoProgress, Options, Release};
 use jota_bundle::sign::Signer;
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 const ADMIN: &str = "admin-token-for-tests";
+const GATEWAY: &str = "gateway-token-for-tests";
 
 fn keys() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../jota-bundle/tests/fixtures/keys")
@@ -72,6 +74,7 @@ impl Server {
                 keyring: None,
                 max_upload: 16 << 20,
                 poll_seconds: 30,
+                ddi_gateway_token: Some(GATEWAY.into()),
                 rollout_interval: std::time::Duration::from_millis(100),
             }))
             .unwrap();
@@ -443,4 +446,274 @@ fn rollout_over_http_pause_holds_the_poll() {
     );
     let list: Value = s.get("/api/v1/rollouts", ADMIN).json().unwrap();
     assert_eq!(list[0]["name"], "r1");
+}
+
+/// A `.swu` as SWUpdate reads it: sw-description naming its image's sha256, a signature
+/// entry, the image. `tamper` changes the image after sw-description was written.
+fn swu(dir: &Path, version: &str, tamper: bool) -> PathBuf {
+    use sha2::Digest;
+    let img: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let desc = format!(
+        "software = {{ version = \"{version}\"; images: ( {{ filename = \"rootfs\"; sha256 = \"{}\"; }} ); }};",
+        hex::encode(sha2::Sha256::digest(&img))
+    );
+    let mut w = jota_bundle::cpio::Writer::new(Vec::new());
+    w.append_bytes("sw-description", desc.as_bytes()).unwrap();
+    w.append_bytes("sw-description.sig", b"(signature)")
+        .unwrap();
+    let body = if tamper { b"changed".to_vec() } else { img };
+    w.append_bytes("rootfs", &body).unwrap();
+    let out = dir.join(format!("{version}-{tamper}.swu"));
+    std::fs::write(&out, w.finish().unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn hawkbit_ddi_base_deployment_feedback_download() {
+    let s = Server::new();
+    let d = tempfile::tempdir().unwrap();
+    let bad = s.upload(&swu(d.path(), "3.1.0", true));
+    err(bad, 422, "no file of the archive has");
+    assert_eq!(s.artifact_files(), 0);
+    let file = swu(d.path(), "3.1.0", false);
+    let r = s.upload(&file);
+    assert_eq!(r.status().as_u16(), 201);
+    let art: Value = r.json().unwrap();
+    assert_eq!(
+        (art["kind"].as_str(), art["version"].as_str()),
+        (Some("swu"), Some("3.1.0"))
+    );
+    let mut tokens = Vec::new();
+    for id in ["ddi-1", "ddi-2"] {
+        let r: Value = s
+            .post("/api/v1/devices", ADMIN, &json!({ "id": id }))
+            .json()
+            .unwrap();
+        tokens.push(r["token"].as_str().unwrap().to_string());
+    }
+    let ddi = |path: &str, auth: &str| -> Response {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", s.base)
+        };
+        s.http
+            .get(url)
+            .header("Authorization", auth)
+            .send()
+            .unwrap()
+    };
+    let base = "/DEFAULT/controller/v1/ddi-1";
+    let target = format!("TargetToken {}", tokens[0]);
+
+    // Authentication: target token of this controller, or the gateway token.
+    err(ddi(base, ""), 401, "TargetToken");
+    err(ddi(base, "TargetToken nope"), 401, "unknown target token");
+    err(
+        ddi(base, &format!("TargetToken {}", tokens[1])),
+        401,
+        "not controller `ddi-1`",
+    );
+    err(ddi(base, "GatewayToken nope"), 401, "not the gateway token");
+    err(
+        ddi(base, &format!("Bearer {}", tokens[0])),
+        401,
+        "TargetToken",
+    );
+    err(
+        ddi(
+            "/DEFAULT/controller/v1/ghost",
+            &format!("GatewayToken {GATEWAY}"),
+        ),
+        404,
+        "no controller `ghost`",
+    );
+    let v: Value = ddi(base, &format!("GatewayToken {GATEWAY}"))
+        .json()
+        .unwrap();
+    assert_eq!(v["config"]["polling"]["sleep"], "00:00:30");
+    assert!(v["_links"]["deploymentBase"].is_null(), "{v}");
+    let cfg = v["_links"]["configData"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cfg.starts_with("http://127.0.0.1:")
+            && cfg.ends_with("/DEFAULT/controller/v1/ddi-1/configData"),
+        "{cfg}"
+    );
+
+    // configData: attributes are kept; the link goes once they are.
+    let put = |body: &str| {
+        s.http
+            .put(&cfg)
+            .header("Authorization", &target)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    err(
+        put(r#"{"mode":"sideways","data":{"a":"1"}}"#),
+        400,
+        "merge, replace, remove",
+    );
+    err(put("{"), 400, "");
+    assert_eq!(
+        put(r#"{"mode":"merge","data":{"hwRevision":"3767-0005-300"}}"#)
+            .status()
+            .as_u16(),
+        200
+    );
+    let v: Value = ddi(base, &target).json().unwrap();
+    assert!(v["_links"]["configData"].is_null(), "{v}");
+
+    // A deployment of the .swu: offered over DDI, not to jota's own poll.
+    let r = s.post(
+        "/api/v1/deployments",
+        ADMIN,
+        &json!({ "artifact": art["id"], "device": "ddi-1" }),
+    );
+    assert_eq!(r.status().as_u16(), 201);
+    let dep: Value = r.json().unwrap();
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+    let p: Value = s.get("/api/v1/device/poll", &tokens[0]).json().unwrap();
+    assert!(p["deployment"].is_null(), "{p}");
+    let v: Value = ddi(base, &target).json().unwrap();
+    let href = v["_links"]["deploymentBase"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let action = href
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let db: Value = ddi(&href, &target).json().unwrap();
+    assert_eq!(db["id"], action.as_str());
+    assert_eq!(db["deployment"]["update"], "forced");
+    let a = &db["deployment"]["chunks"][0]["artifacts"][0];
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(a["filename"], "update-3.1.0.swu");
+    assert_eq!(a["size"].as_u64(), Some(bytes.len() as u64));
+    assert_eq!(a["hashes"]["sha256"], art["sha256"]);
+    assert_eq!(a["hashes"]["sha1"].as_str().unwrap().len(), 40);
+    let dl = a["_links"]["download-http"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ddi(&dl, &target).bytes().unwrap().to_vec(), bytes);
+    let part = s
+        .http
+        .get(&dl)
+        .header("Authorization", &target)
+        .header("Range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.bytes().unwrap().to_vec(), bytes[100..200].to_vec());
+    let md5 = ddi(
+        a["_links"]["md5sum-http"]["href"].as_str().unwrap(),
+        &target,
+    )
+    .text()
+    .unwrap();
+    assert_eq!(
+        md5,
+        format!(
+            "{}  update-3.1.0.swu\n",
+            a["hashes"]["md5"].as_str().unwrap()
+        )
+    );
+    // Another device may not fetch it, nor see the action.
+    let other = format!("TargetToken {}", tokens[1]);
+    err(
+        ddi(&dl.replace("ddi-1", "ddi-2"), &other),
+        404,
+        "no action of controller `ddi-2`",
+    );
+    err(
+        ddi(
+            &format!("/DEFAULT/controller/v1/ddi-2/deploymentBase/{action}"),
+            &other,
+        ),
+        404,
+        "no action",
+    );
+
+    // Feedback, as hawkBit defines it, moves jota's deployment; bad feedback changes nothing.
+    let fb = |body: Value| {
+        s.http
+            .post(
+                format!("{href}/feedback")
+                    .replace(&format!("?c=-{}", href.split("?c=-").nth(1).unwrap()), ""),
+            )
+            .header("Authorization", &target)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let shown = || -> Value {
+        s.get(&format!("/api/v1/deployments/{dep_id}"), ADMIN)
+            .json()
+            .unwrap()
+    };
+    let r = fb(json!({ "id": action, "time": "20261204T010000", "status": {
+        "execution": "proceeding", "result": { "finished": "none", "progress": { "cnt": 1, "of": 2 } },
+        "details": ["Installing Update Chunk Artifacts."] } }));
+    assert_eq!(r.status().as_u16(), 200);
+    let st = shown();
+    assert_eq!(
+        (
+            st["deployment"]["state"].as_str(),
+            st["deployment"]["progress"].as_u64()
+        ),
+        (Some("installing"), Some(50)),
+        "{st}"
+    );
+    err(
+        fb(json!({ "status": { "execution": "exploded" } })),
+        400,
+        "closed, proceeding",
+    );
+    err(
+        fb(json!({ "status": { "execution": "closed", "result": { "finished": "maybe" } } })),
+        400,
+        "success, failure, none",
+    );
+    err(fb(json!({ "state": "success" })), 400, "status");
+    assert_eq!(shown()["deployment"]["state"], "installing");
+    let done = json!({ "status": { "execution": "closed", "result": { "finished": "success" }, "details": ["Update succeeded"] } });
+    assert_eq!(fb(done.clone()).status().as_u16(), 200);
+    let st = shown();
+    assert_eq!(
+        (
+            st["deployment"]["state"].as_str(),
+            st["deployment"]["active"].as_bool()
+        ),
+        (Some("success"), Some(false)),
+        "{st}"
+    );
+    assert_eq!(st["deployment"]["message"], "Update succeeded");
+    // Resending the final word is fine; anything else for a closed action is 410.
+    assert_eq!(fb(done).status().as_u16(), 200);
+    err(
+        fb(json!({ "status": { "execution": "proceeding" } })),
+        410,
+        "closed",
+    );
+    let v: Value = ddi(base, &target).json().unwrap();
+    assert!(v["_links"]["deploymentBase"].is_null(), "{v}");
+    let ib = v["_links"]["installedBase"]["href"].as_str().unwrap();
+    let ib: Value = ddi(ib, &target).json().unwrap();
+    assert_eq!(ib["id"], action.as_str());
+    err(ddi(&href, &target), 404, "not open");
+    err(
+        ddi("/DEFAULT/controller/v1/ddi-1/deploymentBase/xyz", &target),
+        400,
+        "not a number",
+    );
 }

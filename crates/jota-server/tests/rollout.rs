@@ -18,6 +18,8 @@ fn artifact(id: &str, version: &str) -> ArtifactRow {
         version: version.into(),
         size: 1000,
         sha256: "ab".repeat(32),
+        sha1: String::new(),
+        md5: String::new(),
         manifest_sha256: "cd".repeat(32),
         chunked_bytes: 100,
         created: T0,

@@ -14,6 +14,8 @@ fn artifact(id: &str) -> ArtifactRow {
         version: "2.0.0".into(),
         size: 1000,
         sha256: "ab".repeat(32),
+        sha1: String::new(),
+        md5: String::new(),
         manifest_sha256: "cd".repeat(32),
         chunked_bytes: 100,
         created: now(),

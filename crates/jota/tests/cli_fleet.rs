@@ -1,9 +1,10 @@
 //! `jota server` and `jota fleet` end to end: a server process on a free loopback port
 //! (SQLite in its data directory), a bundle uploaded, a device registered and deployed to,
-//! and the same state read back with `--json`; plain HTTP only when asked for.
+//! and the same state read back with `--json`; plain HTTP only when asked for. And Debian's
+//! SWUpdate (suricatta, hawkBit mode) updating a simulated Orin from jota over hawkBit DDI.
 
 mod common;
-use common::{jota, jota_bin, sim_releases};
+use common::{jota, jota_bin, sim_releases, tool};
 use predicates::prelude::*;
 use serde_json::Value;
 use std::io::BufRead;
@@ -24,6 +25,10 @@ impl Drop for Server {
 }
 
 fn server(data: &Path, token: &str) -> Server {
+    server_with(data, token, &[])
+}
+
+fn server_with(data: &Path, token: &str, extra: &[&str]) -> Server {
     let mut child = std::process::Command::new(jota_bin())
         .args([
             "server",
@@ -35,6 +40,7 @@ fn server(data: &Path, token: &str) -> Server {
             "--data-dir",
         ])
         .arg(data)
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -61,10 +67,14 @@ fn fleet(s: &Server, token: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+fn release() -> PathBuf {
+    static R: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    sim_releases(&R, &[("orin-nano-8gb", "r2", "2.0.0")]).join("r2")
+}
+
 #[test]
 fn serve_upload_register_deploy() {
-    static R: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let rel = sim_releases(&R, &[("orin-nano-8gb", "r2", "2.0.0")]).join("r2");
+    let rel = release();
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("server");
 
@@ -222,4 +232,176 @@ fn serve_upload_register_deploy() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("409"));
+}
+
+/// SWUpdate's suricatta daemon against jota as its hawkBit server: it polls, finds the
+/// deployment of an uploaded `.swu`, downloads it (signature checked by SWUpdate), installs
+/// the rootfs into slot B's target, runs jota's activation script (jota as SWUpdate's
+/// bootloader backend switches the simulated Orin to B) and reports progress; started again
+/// as after the reboot with `-c 2` it confirms, and the deployment ends `success`.
+#[test]
+fn swupdate_suricatta_updates_over_hawkbit_ddi() {
+    let swupdate = tool("swupdate");
+    let rel = release();
+    let d = tempfile::tempdir().unwrap();
+    let dp = d.path();
+    let sim = dp.join("jetson");
+    jota()
+        .args([
+            "sim",
+            "create",
+            "--model",
+            "orin-nano-8gb",
+            "--rootfs-size",
+            "12M",
+            "--release",
+        ])
+        .arg(&rel)
+        .arg(&sim)
+        .assert()
+        .success();
+    jota().args(["sim", "boot"]).arg(&sim).assert().success();
+    let b = dp.join("v3.jota");
+    jota()
+        .args(["bundle", "create", "-o"])
+        .arg(&b)
+        .args(["--version", "3.0.0", "--key"])
+        .arg(keys().join("ed25519.key.pem"))
+        .arg("--rootfs")
+        .arg(rel.join("rootfs.ext4"))
+        .assert()
+        .success();
+    let ring = dp.join("ring");
+    std::fs::create_dir_all(&ring).unwrap();
+    std::fs::copy(keys().join("ed25519.pub.pem"), ring.join("release.pem")).unwrap();
+    let (app_a, app_b) = (dp.join("APP_A"), dp.join("APP_B"));
+    std::fs::write(&app_a, b"old").unwrap();
+    std::fs::write(&app_b, b"old").unwrap();
+    let swu = dp.join("v3.swu");
+    jota()
+        .args(["bundle", "export-swu"])
+        .arg(&b)
+        .arg("-o")
+        .arg(&swu)
+        .arg("--cert")
+        .arg(keys().join("rsa4096.cert.pem"))
+        .arg("--key")
+        .arg(keys().join("rsa4096.key.pem"))
+        .arg("--keyring")
+        .arg(&ring)
+        .arg(format!("--map=rootfs@A={}", app_a.display()))
+        .arg(format!("--map=rootfs@B={}", app_b.display()))
+        .assert()
+        .success();
+
+    let token = "0123456789abcdef0123";
+    let gateway = "gateway-token-0123456789";
+    let s = server_with(
+        &dp.join("server"),
+        token,
+        &["--poll-seconds", "1", "--ddi-gateway-token", gateway],
+    );
+    let art = fleet(&s, token, &["upload", swu.to_str().unwrap()]);
+    assert_eq!(
+        (art["kind"].as_str(), art["version"].as_str()),
+        (Some("swu"), Some("3.0.0"))
+    );
+    let dev = fleet(
+        &s,
+        token,
+        &["add-device", "swu-orin-1", "--hardware", "3767-0005-300"],
+    );
+    let dev_token = dev["token"].as_str().unwrap().to_string();
+    let dep = fleet(
+        &s,
+        token,
+        &[
+            "deploy",
+            "--artifact",
+            art["id"].as_str().unwrap(),
+            "--device",
+            "swu-orin-1",
+        ],
+    );
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+
+    let bin = assert_cmd::cargo::cargo_bin("jota");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = dp.join("swtmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // Runs suricatta until the deployment reaches `until` (or 120 s), then stops it.
+    let suricatta = |extra: &str, until: &dyn Fn(&Value) -> bool| -> Value {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(dp.join("swupdate.log")).unwrap();
+        let mut child = std::process::Command::new(&swupdate)
+            .arg("-k")
+            .arg(keys().join("rsa4096.cert.pem"))
+            .args([
+                "-H",
+                "jetson:3767-0005-300",
+                "-e",
+                "stable,copy2",
+                "-v",
+                "-u",
+            ])
+            .arg(format!("-t DEFAULT -u {} -i swu-orin-1 -p 1 {extra}", s.1))
+            .current_dir(&tmp)
+            .env("TMPDIR", &tmp)
+            .env("PATH", &path)
+            .env("JOTA_ROOT", &sim)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut shown = Value::Null;
+        while std::time::Instant::now() < deadline {
+            shown = fleet(&s, token, &["deployment", &dep_id]);
+            if until(&shown) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+        let _ = child.wait();
+        assert!(
+            until(&shown),
+            "{shown}\n{}",
+            std::fs::read_to_string(dp.join("swupdate.log")).unwrap_or_default()
+        );
+        shown
+    };
+    // First run: installed and switched, waiting for the reboot.
+    let shown = suricatta(&format!("-k {dev_token}"), &|v| {
+        v["deployment"]["progress"] == 100 && v["deployment"]["state"] == "installing"
+    });
+    assert!(shown["deployment"]["active"].as_bool().unwrap(), "{shown}");
+    assert!(std::fs::read(&app_b).unwrap() == std::fs::read(rel.join("rootfs.ext4")).unwrap());
+    assert_eq!(std::fs::read(&app_a).unwrap(), b"old");
+    let boot: Value = serde_json::from_slice(
+        &jota()
+            .args(["sim", "boot", "--json"])
+            .arg(&sim)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(boot["outcome"]["slot"], "B", "{boot}");
+    // After the reboot (this time through the gateway token): confirmed, and done.
+    let shown = suricatta(&format!("-g {gateway} -c 2"), &|v| {
+        v["deployment"]["state"] == "success"
+    });
+    assert_eq!(shown["deployment"]["active"], false, "{shown}");
+    let devs = fleet(&s, token, &["devices"]);
+    assert_eq!(devs[0]["id"], "swu-orin-1");
+    assert!(devs[0]["deployment"].is_null(), "{devs}");
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Seconds between rollout evaluations (gates, phase moves, new assignments).
     #[arg(long, default_value_t = 5.0)]
     rollout_seconds: f64,
+    /// hawkBit DDI gateway token: a client presenting `Authorization: GatewayToken T` may act
+    /// for any registered device (hawkBit's gateway authentication). Off unless given.
+    #[arg(long, env = "JOTA_DDI_GATEWAY_TOKEN")]
+    ddi_gateway_token: Option<String>,
     /// Serve plain HTTP. Required for now: HTTPS and device mTLS are not built yet.
     #[arg(long)]
     insecure_http: bool,
@@ -75,6 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         keyring: a.keyring.clone(),
         max_upload: a.max_upload_mib << 20,
         poll_seconds: a.poll_seconds,
+        ddi_gateway_token: a.ddi_gateway_token.clone(),
         rollout_interval: std::time::Duration::try_from_secs_f64(a.rollout_seconds)
             .ok()
             .filter(|d| !d.is_zero())
