@@ -1,11 +1,10 @@
-//! The jota fleet server: device registry, artifacts (bundles verified on upload, served
-//! with HTTP Range, ETag and If-Range so devices resume and CDNs cache), deployments, and
-//! the device-facing poll and status API. SQLite by default, PostgreSQL by URL.
+//! The jota fleet server: device registry, artifacts (bundles and `.swu` files verified on
+//! upload, served with HTTP Range, ETag and If-Range so devices resume and CDNs cache),
+//! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API.
+//! SQLite by default, PostgreSQL by URL.
 //!
-//! Built so far (issue 6 is open): the registry, artifacts, single-device deployments,
-//! staged rollouts (phases, soak, gates, pause/resume/abort), poll and status over plain
-//! HTTP with bearer tokens. Not yet: TLS/mTLS and provisioning by CSR, hawkBit DDI,
-//! telemetry, dashboard, S3.
+//! Not yet (issue 6 is open): TLS/mTLS and provisioning by CSR, DDI cancelAction,
+//! maintenance windows, telemetry, dashboard, S3.
 
 pub mod api;
 pub mod artifacts;

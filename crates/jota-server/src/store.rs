@@ -104,6 +104,14 @@ pub struct PolledDeployment {
 /// A poll not yet written: when, and a version the device reported that differs.
 type Heartbeat = (i64, Option<String>);
 
+/// Heartbeats waiting for the next batch, and the number of the last batch taken (the one
+/// being filled is the next).
+#[derive(Debug, Default)]
+struct Pending {
+    polls: std::collections::HashMap<String, Heartbeat>,
+    batch: u64,
+}
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -111,9 +119,11 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     /// Single-statement reads: on SQLite, WAL readers beside the writer; else `pool`.
     pub(crate) read: AnyPool,
-    /// Polls not yet written: device id → last seen. A heartbeat is not worth an fsync per
-    /// poll; [`Store::flush_heartbeats`] writes them in one transaction every second.
-    heartbeats: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Heartbeat>>>,
+    /// Polls not yet written. A bare heartbeat is not worth an fsync per poll:
+    /// [`Store::flush_heartbeats`] writes them all in one transaction every second.
+    heartbeats: std::sync::Arc<std::sync::Mutex<Pending>>,
+    /// Held while writing a batch; holds the number of the last batch committed.
+    flushed: std::sync::Arc<tokio::sync::Mutex<u64>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -244,6 +254,7 @@ impl Store {
             pool,
             read,
             heartbeats: Default::default(),
+            flushed: Default::default(),
         })
     }
 
@@ -468,15 +479,28 @@ impl Store {
             .map_err(db)
     }
 
-    /// Records a poll: when, and the version the device runs. Buffered, not written: the
-    /// device sends both on every poll, so one lost on a crash comes again with the next.
+    /// Records a poll: when, and the version the device runs. A bare heartbeat is buffered;
+    /// a new version is committed before this returns (group commit: concurrent polls share
+    /// one transaction), so an acknowledged version report survives a crash.
     pub async fn seen(&self, device: &DeviceRow, version: Option<&str>) -> Result<(), ServerError> {
         let version = version.filter(|v| device.version.as_deref() != Some(*v));
-        if let Ok(mut h) = self.heartbeats.lock() {
-            let e = h.entry(device.id.clone()).or_insert((0, None));
+        let batch = {
+            let mut p = self
+                .heartbeats
+                .lock()
+                .map_err(|_| ServerError::Database("heartbeat buffer poisoned".into()))?;
+            let e = p.polls.entry(device.id.clone()).or_insert((0, None));
             e.0 = now();
             if let Some(v) = version {
                 e.1 = Some(v.to_string());
+            }
+            p.batch + 1
+        };
+        if version.is_some() {
+            let mut done = self.flushed.lock().await;
+            // Whoever held the lock before may have committed this poll with theirs.
+            if *done < batch {
+                self.flush_locked(&mut done).await?;
             }
         }
         Ok(())
@@ -484,13 +508,42 @@ impl Store {
 
     /// Writes buffered polls (one transaction). Returns how many devices.
     pub async fn flush_heartbeats(&self) -> Result<usize, ServerError> {
-        let batch: Vec<(String, Heartbeat)> = match self.heartbeats.lock() {
-            Ok(mut h) => h.drain().collect(),
-            Err(_) => return Ok(0),
+        let mut done = self.flushed.lock().await;
+        self.flush_locked(&mut done).await
+    }
+
+    async fn flush_locked(&self, done: &mut u64) -> Result<usize, ServerError> {
+        let (batch, number): (Vec<(String, Heartbeat)>, u64) = {
+            let mut p = self
+                .heartbeats
+                .lock()
+                .map_err(|_| ServerError::Database("heartbeat buffer poisoned".into()))?;
+            p.batch += 1;
+            let n = p.batch;
+            (p.polls.drain().collect(), n)
         };
         if batch.is_empty() {
+            *done = number;
             return Ok(0);
         }
+        match self.write_polls(&batch).await {
+            Ok(()) => {
+                *done = number;
+                Ok(batch.len())
+            }
+            Err(e) => {
+                // Back into the buffer (behind anything newer) for the next attempt.
+                if let Ok(mut p) = self.heartbeats.lock() {
+                    for (id, h) in batch {
+                        p.polls.entry(id).or_insert(h);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_polls(&self, batch: &[(String, Heartbeat)]) -> Result<(), ServerError> {
         // One statement per 100 devices; `UPDATE … FROM (VALUES …)` reads the same on SQLite
         // and PostgreSQL (both name VALUES columns column1, column2, …).
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -510,7 +563,7 @@ impl Store {
             q.execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(batch.len())
+        Ok(())
     }
 
     /// Records an artifact (idempotent: the same file uploaded again is the same artifact).

@@ -36,11 +36,9 @@ async fn scenario(store: Store) {
     assert!(store.device_by_token("nope").await.unwrap().is_none());
     let row = store.device_by_token("h1").await.unwrap().unwrap();
     store.seen(&row, Some("1.0.0")).await.unwrap();
-    // Buffered until flushed; listing devices flushes.
-    assert_eq!(
-        store.device_by_token("h1").await.unwrap().unwrap().version,
-        None
-    );
+    // A new version is committed before the poll is answered.
+    let r = store.device_by_token("h1").await.unwrap().unwrap();
+    assert_eq!(r.version.as_deref(), Some("1.0.0"));
     let d = &store.devices().await.unwrap()[0];
     assert_eq!(
         (d.version.as_deref(), d.tags.as_slice()),
@@ -48,8 +46,8 @@ async fn scenario(store: Store) {
     );
     assert!(d.last_seen.unwrap() >= now() - 5);
 
-    // Heartbeats of many devices (over one 100-row statement), some reporting a new version,
-    // some none: each lands, and a version never goes back to nothing.
+    // Bare heartbeats of many devices are buffered and written in one batch (over one
+    // 100-row statement); versions reported later land at once, and never go back to none.
     let many: Vec<(String, String, String, Vec<String>)> = (0..250)
         .map(|i| {
             (
@@ -61,21 +59,47 @@ async fn scenario(store: Store) {
         })
         .collect();
     store.add_devices(&many).await.unwrap();
+    let mut rows = Vec::new();
     for i in 0..250 {
         let r = store
             .device_by_token(&format!("hbt-{i}"))
             .await
             .unwrap()
             .unwrap();
-        let v = (i % 2 == 0).then(|| format!("1.{i}"));
-        store.seen(&r, v.as_deref()).await.unwrap();
+        store.seen(&r, None).await.unwrap();
+        rows.push(r);
     }
+    assert_eq!(
+        store
+            .device_by_token("hbt-7")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen,
+        None
+    );
     assert_eq!(store.flush_heartbeats().await.unwrap(), 250);
     assert_eq!(store.flush_heartbeats().await.unwrap(), 0);
     let r = store.device_by_token("hbt-7").await.unwrap().unwrap();
     assert_eq!((r.version, r.last_seen.is_some()), (None, true));
+    // Concurrent version reports share commits; each is there when its call returns.
+    let mut hs = Vec::new();
+    for (i, r) in rows.into_iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let s = store.clone();
+        hs.push(tokio::spawn(async move {
+            s.seen(&r, Some(&format!("1.{i}"))).await.unwrap();
+            let back = s
+                .device_by_token(&format!("hbt-{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(back.version, Some(format!("1.{i}")));
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
     let r = store.device_by_token("hbt-248").await.unwrap().unwrap();
-    assert_eq!(r.version.as_deref(), Some("1.248"));
     store.seen(&r, None).await.unwrap();
     store.flush_heartbeats().await.unwrap();
     let r = store.device_by_token("hbt-248").await.unwrap().unwrap();

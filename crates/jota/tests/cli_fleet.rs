@@ -405,3 +405,169 @@ fn swupdate_suricatta_updates_over_hawkbit_ddi() {
     assert_eq!(devs[0]["id"], "swu-orin-1");
     assert!(devs[0]["deployment"].is_null(), "{devs}");
 }
+
+/// `kill -9` of the server at random moments while 40 devices go through a rollout loses
+/// nothing it acknowledged: restarted on the same data directory each time, it ends with
+/// every device's deployment `success` (each device retried until a report was answered
+/// 200), every version the devices reported kept, and the rollout's counts agreeing.
+#[test]
+fn server_killed_mid_rollout_keeps_what_it_acknowledged() {
+    use std::sync::{Arc, Mutex};
+    let rel = release();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("server");
+    std::fs::create_dir_all(data.join("keyring")).unwrap();
+    std::fs::copy(
+        keys().join("ed25519.pub.pem"),
+        data.join("keyring/release.pem"),
+    )
+    .unwrap();
+    let token = "0123456789abcdef0123";
+    let extra = ["--rollout-seconds", "0.2"];
+    let first = server_with(&data, token, &extra);
+    let b = d.path().join("v2.jota");
+    jota()
+        .args(["bundle", "create", "-o"])
+        .arg(&b)
+        .args(["--version", "2.0.0", "--key"])
+        .arg(keys().join("ed25519.key.pem"))
+        .arg("--rootfs")
+        .arg(rel.join("rootfs.ext4"))
+        .assert()
+        .success();
+    let art = fleet(&first, token, &["upload", b.to_str().unwrap()]);
+    let http = reqwest::blocking::Client::new();
+    let devs: Vec<Value> = (0..40)
+        .map(|i| serde_json::json!({ "id": format!("k-{i:02}") }))
+        .collect();
+    let reg: Value = http
+        .post(format!("{}/api/v1/devices/batch", first.1))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "devices": devs }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tokens: Vec<String> = reg
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["token"].as_str().unwrap().to_string())
+        .collect();
+    let r = fleet(
+        &first,
+        token,
+        &[
+            "rollout",
+            "create",
+            "--artifact",
+            art["id"].as_str().unwrap(),
+            "--phase",
+            "all:100",
+        ],
+    );
+    let rid = r["rollout"]["id"].as_str().unwrap().to_string();
+
+    let server = Arc::new(Mutex::new(first));
+    let url = || server.lock().unwrap().1.clone();
+    let acked: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(vec!["assigned"; 40]));
+    let rank = |s: &str| {
+        ["assigned", "downloading", "installing", "success"]
+            .iter()
+            .position(|x| *x == s)
+    };
+    std::thread::scope(|sc| {
+        // Four devices' worth of work per worker; every request retried until answered.
+        for w in 0..4 {
+            let (tokens, acked, http, url) = (&tokens, acked.clone(), http.clone(), &url);
+            sc.spawn(move || {
+                for i in (w..40).step_by(4) {
+                    let dep = loop {
+                        let r = http
+                            .get(format!("{}/api/v1/device/poll?version=1.0.0", url()))
+                            .bearer_auth(&tokens[i])
+                            .send()
+                            .and_then(|r| r.json::<Value>());
+                        if let Ok(v) = r {
+                            if let Some(id) = v["deployment"]["id"].as_str() {
+                                break id.to_string();
+                            }
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    };
+                    for (state, progress) in [("downloading", 10), ("installing", 60), ("success", 100)] {
+                        loop {
+                            let r = http
+                                .post(format!("{}/api/v1/device/status", url()))
+                                .bearer_auth(&tokens[i])
+                                .json(&serde_json::json!({ "deployment": dep, "state": state, "progress": progress }))
+                                .send();
+                            match r.map(|r| r.status().as_u16()) {
+                                Ok(200) => {
+                                    acked.lock().unwrap()[i] = state;
+                                    break;
+                                }
+                                // Applied before a crash ate the answer: the deployment is
+                                // over (checked on the server below).
+                                Ok(409) if state == "success" => {
+                                    acked.lock().unwrap()[i] = "success (answer lost)";
+                                    break;
+                                }
+                                Ok(c) if c < 500 => panic!("{state} for k-{i:02}: {c}"),
+                                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                            }
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(15));
+                    }
+                }
+            });
+        }
+        // The killer: SIGKILL at pseudo-random moments, restart on the same data directory.
+        let mut x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        for _ in 0..6 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            std::thread::sleep(std::time::Duration::from_millis(80 + x % 250));
+            let mut s = server.lock().unwrap();
+            s.0.kill().unwrap(); // SIGKILL
+            let _ = s.0.wait();
+            *s = server_with(&data, token, &extra);
+        }
+    });
+    let s = server.lock().unwrap();
+    let acked = acked.lock().unwrap();
+    for (i, a) in acked.iter().enumerate() {
+        assert!(a.starts_with("success"), "k-{i:02} stopped at {a}");
+    }
+    let devices = fleet(&s, token, &["devices"]);
+    for d in devices.as_array().unwrap() {
+        let shown = fleet(
+            &s,
+            token,
+            &[
+                "deployment",
+                &format!("{rid}-{}", d["id"].as_str().unwrap()),
+            ],
+        );
+        let st = shown["deployment"]["state"].as_str().unwrap();
+        assert!(rank(st) >= rank("success"), "{d}: {shown}");
+        assert_eq!(d["version"], "1.0.0", "{d}");
+    }
+    let st = fleet(&s, token, &["rollout", "status", &rid]);
+    assert_eq!(st["total"]["success"], 40, "{st}");
+    // And once more, killed while idle: the same.
+    let r = fleet(&s, token, &["rollout", "list"]);
+    assert_eq!(r[0]["id"], rid.as_str());
+    drop(s);
+    let mut s = server.lock().unwrap();
+    s.0.kill().unwrap();
+    let _ = s.0.wait();
+    *s = server_with(&data, token, &extra);
+    let st = fleet(&s, token, &["rollout", "status", &rid]);
+    assert_eq!(st["total"]["success"], 40, "{st}");
+}

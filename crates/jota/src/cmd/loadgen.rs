@@ -1,6 +1,7 @@
 //! `jota fleet loadgen`: registers N lightweight devices (HTTP clients, not simulators),
-//! optionally starts a rollout over all of them, and has them poll as fast as the server
-//! answers for a while; prints throughput and latency percentiles.
+//! optionally starts a rollout over all of them, has each poll once (its first poll reports
+//! its version: a durable write), then has them poll as fast as the server answers for a
+//! while; prints throughput and latency percentiles.
 
 use crate::util::{print_json, thousands};
 use anyhow::{bail, Context, Result};
@@ -110,8 +111,35 @@ async fn run_async(l: Loadgen) -> Result<()> {
         ));
     }
 
-    // Polling: each poller walks its share of the devices round and round.
+    // First polls: every device once, reporting its version (which the server commits
+    // before answering). Timed apart from the steady state.
     let tokens = std::sync::Arc::new(tokens);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..l.concurrency {
+        let (http, tokens, base) = (http.clone(), tokens.clone(), l.base.clone());
+        let n = l.concurrency;
+        tasks.push(tokio::spawn(async move {
+            let url = format!("{base}/api/v1/device/poll?version=1.0.0");
+            let mut errors = 0u64;
+            for tok in tokens.iter().skip(w).step_by(n) {
+                match http.get(&url).bearer_auth(tok).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            errors
+        }));
+    }
+    let mut first_errors = 0;
+    for t in tasks {
+        first_errors += t.await?;
+    }
+    let first = tokens.len() as f64 / t.elapsed().as_secs_f64();
+
+    // Polling: each poller walks its share of the devices round and round.
     let deadline = Instant::now() + Duration::from_secs_f64(l.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -176,8 +204,9 @@ async fn run_async(l: Loadgen) -> Result<()> {
         "rollout_create_seconds": rollout.as_ref().map(|r| r.0.as_secs_f64()),
         "rollout_assigned": rollout.as_ref().map(|r| r.1),
         "rollout_evaluate_seconds": evaluate,
+        "first_polls_per_second": first,
         "polls": polls,
-        "errors": errors,
+        "errors": errors + first_errors,
         "polls_with_deployment": assigned,
         "seconds": elapsed,
         "polls_per_second": polls as f64 / elapsed,
@@ -188,17 +217,18 @@ async fn run_async(l: Loadgen) -> Result<()> {
     if l.json {
         return print_json(&out);
     }
-    outln!("| devices | pollers | polls/s | p50 ms | p99 ms | max ms | errors | register s | rollout create s | rollout evaluate s |");
-    outln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    outln!("| devices | pollers | first polls/s | polls/s | p50 ms | p99 ms | max ms | errors | register s | rollout create s | rollout evaluate s |");
+    outln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     outln!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {} |",
+        "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {} |",
         thousands(l.devices as u64),
         l.concurrency,
+        thousands(first as u64),
         thousands((polls as f64 / elapsed) as u64),
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         pct(&lat, 1.0),
-        errors,
+        errors + first_errors,
         register.as_secs_f64(),
         rollout
             .map(|r| format!("{:.2} ({} assigned)", r.0.as_secs_f64(), thousands(r.1)))
