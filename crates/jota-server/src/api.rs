@@ -28,6 +28,7 @@ struct Inner {
     artifacts: PathBuf,
     keyring: PathBuf,
     admin_hash: String,
+    counters: crate::metrics::Counters,
 }
 
 impl AppState {
@@ -51,6 +52,7 @@ impl AppState {
                 artifacts,
                 keyring,
                 admin_hash,
+                counters: Default::default(),
             }),
         })
     }
@@ -65,6 +67,9 @@ impl AppState {
     }
     pub(crate) fn artifacts_dir(&self) -> &std::path::Path {
         &self.inner.artifacts
+    }
+    pub(crate) fn counters(&self) -> &crate::metrics::Counters {
+        &self.inner.counters
     }
 }
 
@@ -150,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/device/status", post(status))
         .route("/artifacts/{id}", get(download))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .merge(crate::ddi::routes())
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(state)
@@ -389,6 +395,13 @@ async fn show_rollout(
         .ok_or_else(|| ServerError::NotFound(format!("no rollout `{id}`")))
 }
 
+/// Prometheus metrics, behind the admin token (`authorization: credentials` in a scrape job).
+async fn metrics(State(s): State<AppState>, h: HeaderMap) -> Res<Response> {
+    admin(&s, &h)?;
+    let text = crate::metrics::render(&s.inner.store, &s.inner.counters).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
 async fn control_rollout(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -501,6 +514,7 @@ async fn status(
 ) -> Res<Json<DeploymentRow>> {
     let d = device(&s, &h).await?;
     let r = json(body)?;
+    crate::metrics::Counters::inc(&s.inner.counters.reports);
     if r.message.len() > 16 << 10 {
         return Err(ServerError::BadRequest("message is over 16 KiB".into()));
     }

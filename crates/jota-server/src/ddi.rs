@@ -56,6 +56,7 @@ pub fn action_id(deployment_id: &str) -> u32 {
 
 /// The device a request acts for, by its `TargetToken` or the `GatewayToken`.
 async fn controller(s: &AppState, h: &HeaderMap, id: &str) -> Res<DeviceRow> {
+    crate::metrics::Counters::inc(&s.counters().ddi);
     let auth = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod ddi;
+pub mod metrics;
 pub mod rollout;
 pub mod store;
 

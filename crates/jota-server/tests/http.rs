@@ -439,6 +439,28 @@ fn rollout_over_http_pause_holds_the_poll() {
         "no rollout `nope`",
     );
     err(s.get("/api/v1/rollouts/nope", ADMIN), 404, "no rollout");
+    // Prometheus metrics, for the admin.
+    err(s.get("/metrics", &tokens[0]), 401, "admin");
+    let m = s.get("/metrics", ADMIN);
+    assert_eq!(m.status().as_u16(), 200);
+    assert!(m.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m = m.text().unwrap();
+    for line in [
+        "jota_devices 4".to_string(),
+        "jota_artifacts 1".into(),
+        "jota_deployments{state=\"success\"} 1".into(),
+        "jota_deployments{state=\"assigned\"} 3".into(),
+        "jota_rollouts{state=\"running\"} 1".into(),
+        format!("jota_rollout_devices{{rollout=\"{id}\",state=\"success\"}} 1"),
+        format!("jota_rollout_devices{{rollout=\"{id}\",state=\"assigned\"}} 3"),
+        format!("jota_rollout_phase{{rollout=\"{id}\"}} 1"),
+        "jota_requests_total{kind=\"status\"} 1".into(),
+    ] {
+        assert!(m.lines().any(|l| l == line), "no `{line}` in\n{m}");
+    }
     err(
         s.get(&format!("/api/v1/rollouts/{id}"), &tokens[0]),
         401,

@@ -181,6 +181,18 @@ async fn scenario(store: Store) {
         matches!(e, ServerError::Conflict(_)),
         "an ended deployment takes no reports: {e}"
     );
+
+    // The same metrics on either database.
+    let m = jota_server::metrics::render(&store, &Default::default())
+        .await
+        .unwrap();
+    for line in [
+        "jota_devices 251",
+        "jota_deployments{state=\"success\"} 1",
+        "jota_deployments{state=\"canceled\"} 7",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no `{line}` in\n{m}");
+    }
 }
 
 #[tokio::test]
