@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/deployments", post(deploy).get(list_deployments))
         .route("/api/v1/deployments/{id}", get(show_deployment))
+        .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
         .route("/api/v1/rollouts", post(create_rollout).get(list_rollouts))
         .route("/api/v1/rollouts/{id}", get(show_rollout))
         .route("/api/v1/rollouts/{id}/{action}", post(control_rollout))
@@ -333,6 +334,17 @@ struct Event {
     at: i64,
 }
 
+async fn cancel_deployment(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<Json<DeploymentRow>> {
+    admin(&s, &h)?;
+    let d = s.inner.store.cancel(&id).await?;
+    tracing::info!(deployment = %id, state = %d.state, "cancel asked");
+    Ok(Json(d))
+}
+
 async fn show_deployment(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -444,6 +456,10 @@ pub struct Assignment {
     pub manifest_sha256: String,
     /// What a device on the bundle's base downloads by chunked delta.
     pub chunked_bytes: i64,
+    /// The operator asked to cancel it: stop if the device still can (before the switch),
+    /// and report `failure` with a message saying so, or finish and report as usual.
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 async fn poll(
@@ -488,6 +504,7 @@ async fn poll(
                 sha256: a.sha256,
                 manifest_sha256: a.manifest_sha256,
                 chunked_bytes: a.chunked_bytes,
+                cancel: dep.cancel_requested,
             });
         }
     }

@@ -40,6 +40,11 @@ pub fn routes() -> Router<AppState> {
             &format!("{C}/installedBase/{{action}}"),
             get(installed_base),
         )
+        .route(&format!("{C}/cancelAction/{{action}}"), get(cancel_action))
+        .route(
+            &format!("{C}/cancelAction/{{action}}/feedback"),
+            post(cancel_feedback),
+        )
         .route(&format!("{C}/configData"), put(config_data))
         .route(
             &format!("{C}/softwaremodules/{{module}}/artifacts/{{file}}"),
@@ -155,7 +160,12 @@ async fn base(
     let deps = s.store().deployments_of(&d.id).await?;
     let mut links = Map::new();
     if let Some(dep) = deps.iter().find(|x| x.active) {
-        if offered(&s, dep).await? {
+        if dep.cancel_requested {
+            links.insert(
+                "cancelAction".into(),
+                json!({ "href": format!("{me}/cancelAction/{}", action_id(&dep.id)) }),
+            );
+        } else if offered(&s, dep).await? {
             // `c` changes with the action's state, so caches between never serve a stale one.
             links.insert(
                 "deploymentBase".into(),
@@ -437,6 +447,68 @@ async fn feedback(
         .report(&d.id, &dep.id, state, progress, bytes, &message)
         .await?;
     tracing::info!(device = %d.id, deployment = %dep.id, execution = %f.status.execution, state, "DDI feedback");
+    Ok(StatusCode::OK)
+}
+
+async fn cancel_action(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((_tenant, controller_id, action_id)): Path<(String, String, String)>,
+) -> Res<Json<Value>> {
+    let d = controller(&s, &h, &controller_id).await?;
+    let dep = action(&s, &d, &action_id).await?;
+    if !(dep.active && dep.cancel_requested) {
+        return Err(ServerError::NotFound(format!(
+            "no cancel of action {action_id} is pending"
+        )));
+    }
+    Ok(Json(json!({
+        "id": action_id,
+        "cancelAction": { "stopId": action_id },
+    })))
+}
+
+/// The device's answer to a cancel: `closed`+`success` (stopped: the deployment ends
+/// `canceled`), `rejected` or `closed`+`failure` (it goes on), anything else noted.
+async fn cancel_feedback(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((_tenant, controller_id, action_id)): Path<(String, String, String)>,
+    body: Result<Json<Feedback>, JsonRejection>,
+) -> Res<StatusCode> {
+    let d = controller(&s, &h, &controller_id).await?;
+    let f = body
+        .map(|Json(v)| v)
+        .map_err(|e| ServerError::BadRequest(e.body_text()))?;
+    state_of(&f.status.execution, f.status.result.finished.as_deref())?;
+    let dep = action(&s, &d, &action_id).await?;
+    let message = f.status.details.join("\n");
+    let finished = f.status.result.finished.as_deref();
+    if !dep.active {
+        if dep.state == "canceled" && f.status.execution == "closed" {
+            return Ok(StatusCode::OK);
+        }
+        return Err(ServerError::Gone(format!(
+            "action {action_id} is closed ({})",
+            dep.state
+        )));
+    }
+    match (f.status.execution.as_str(), finished) {
+        ("closed", Some("success")) | ("canceled", _) => {
+            let why = if message.is_empty() {
+                "canceled on the device".to_string()
+            } else {
+                message
+            };
+            s.store().end_canceled(&d.id, &dep.id, &why).await?;
+        }
+        ("rejected", _) | ("closed", _) => {
+            s.store()
+                .refuse_cancel(&dep.id, &format!("the device refused to cancel: {message}"))
+                .await?;
+        }
+        _ => {}
+    }
     Ok(StatusCode::OK)
 }
 

@@ -3,7 +3,7 @@
 //! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API.
 //! SQLite by default, PostgreSQL by URL.
 //!
-//! Not yet (issue 6 is open): TLS/mTLS and provisioning by CSR, DDI cancelAction,
+//! Not yet (issue 6 is open): TLS/mTLS and provisioning by CSR,
 //! maintenance windows, telemetry, dashboard, S3.
 
 pub mod api;

@@ -75,6 +75,9 @@ pub struct DeploymentRow {
     pub updated: i64,
     /// The rollout that made it, if any.
     pub rollout_id: Option<String>,
+    /// An operator asked to cancel it after the device started; the device is told.
+    #[serde(default)]
+    pub cancel_requested: bool,
 }
 
 /// A device as its poll sees it.
@@ -97,6 +100,8 @@ pub struct PolledDeployment {
     pub rollout_id: Option<String>,
     /// That rollout's state.
     pub rollout_state: Option<String>,
+    /// Cancellation asked for.
+    pub cancel_requested: bool,
     /// The artifact (sha1, md5 and created not filled in).
     pub artifact: ArtifactRow,
 }
@@ -180,7 +185,32 @@ pub(crate) fn deployment(r: &AnyRow) -> Result<DeploymentRow, sqlx::Error> {
         created: r.try_get("created")?,
         updated: r.try_get("updated")?,
         rollout_id: r.try_get("rollout_id")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
     })
+}
+
+/// Appends a report to a deployment's history.
+async fn add_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    deployment_id: &str,
+    state: &str,
+    progress: i64,
+    message: &str,
+    at: i64,
+) -> Result<(), ServerError> {
+    sqlx::query(
+        "INSERT INTO events (deployment_id, seq, state, progress, message, at) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM events WHERE deployment_id = $1",
+    )
+    .bind(deployment_id)
+    .bind(state)
+    .bind(progress)
+    .bind(message)
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// Deployment states a device may report (seed 001 §17.3), and whether each ends it.
@@ -364,7 +394,7 @@ impl Store {
         let r = sqlx::query(
             "SELECT d.id AS id, d.hardware AS hardware, d.tags AS tags, d.version AS version, \
              d.created AS created, d.last_seen AS last_seen, x.id AS dep_id, x.state AS dep_state, \
-             x.rollout_id AS rollout_id, r.state AS rollout_state, a.id AS art_id, a.kind AS art_kind, \
+             x.rollout_id AS rollout_id, x.cancel_requested AS cancel_requested, r.state AS rollout_state, a.id AS art_id, a.kind AS art_kind, \
              a.version AS art_version, a.size AS art_size, a.sha256 AS art_sha256, \
              a.manifest_sha256 AS art_manifest, a.chunked_bytes AS art_chunked \
              FROM devices d \
@@ -387,6 +417,7 @@ impl Store {
                     state: r.try_get("dep_state")?,
                     rollout_id: r.try_get("rollout_id")?,
                     rollout_state: r.try_get("rollout_state")?,
+                    cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
                     artifact: ArtifactRow {
                         id: artifact_id,
                         kind: r.try_get("art_kind")?,
@@ -714,6 +745,93 @@ impl Store {
 
     /// Records a device's report on its deployment; a final state ends it. A report on a
     /// deployment that is not the device's active one changes nothing.
+    /// Cancels an active deployment for the operator: at once if the device has not started
+    /// it, else by asking the device (which confirms with [`Store::end_canceled`]).
+    /// Returns the deployment after it.
+    pub async fn cancel(&self, id: &str) -> Result<DeploymentRow, ServerError> {
+        let d = self
+            .deployment(id)
+            .await?
+            .ok_or_else(|| ServerError::NotFound(format!("no deployment `{id}`")))?;
+        if !d.active {
+            return Err(ServerError::Conflict(format!(
+                "deployment `{id}` is over ({})",
+                d.state
+            )));
+        }
+        if d.state == "assigned" {
+            return self
+                .end_canceled(&d.device_id, id, "canceled by the operator")
+                .await;
+        }
+        sqlx::query(
+            "UPDATE deployments SET cancel_requested = 1, updated = $1 WHERE id = $2 AND active = 1",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.deployment(id)
+            .await?
+            .ok_or_else(|| ServerError::Database("the deployment vanished".into()))
+    }
+
+    /// Ends an active deployment as `canceled` (the operator's cancel, confirmed).
+    pub async fn end_canceled(
+        &self,
+        device_id: &str,
+        id: &str,
+        message: &str,
+    ) -> Result<DeploymentRow, ServerError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let t = now();
+        let n = sqlx::query(
+            "UPDATE deployments SET state = 'canceled', active = 0, message = $1, updated = $2 \
+             WHERE id = $3 AND device_id = $4 AND active = 1",
+        )
+        .bind(message)
+        .bind(t)
+        .bind(id)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n == 0 {
+            return Err(ServerError::Conflict(format!(
+                "deployment `{id}` is not an active deployment of this device"
+            )));
+        }
+        add_event(&mut tx, id, "canceled", 0, message, t).await?;
+        tx.commit().await.map_err(db)?;
+        self.deployment(id)
+            .await?
+            .ok_or_else(|| ServerError::Database("the deployment vanished".into()))
+    }
+
+    /// The device refused a cancel (it keeps going): the request is withdrawn.
+    pub async fn refuse_cancel(&self, id: &str, message: &str) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let t = now();
+        let state: String = sqlx::query(
+            "UPDATE deployments SET cancel_requested = 0, updated = $1 WHERE id = $2 AND active = 1 \
+             RETURNING state",
+        )
+        .bind(t)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .map(|r| r.try_get("state"))
+        .transpose()
+        .map_err(db)?
+        .ok_or_else(|| ServerError::Conflict(format!("deployment `{id}` is over")))?;
+        add_event(&mut tx, id, &state, 0, message, t).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
     pub async fn report(
         &self,
         device_id: &str,
@@ -758,18 +876,7 @@ impl Store {
                 "deployment `{deployment_id}` is not an active deployment of this device"
             )));
         }
-        sqlx::query(
-            "INSERT INTO events (deployment_id, seq, state, progress, message, at) \
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM events WHERE deployment_id = $1",
-        )
-            .bind(deployment_id)
-            .bind(state)
-            .bind(progress)
-            .bind(message)
-            .bind(t)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        add_event(&mut tx, deployment_id, state, progress, message, t).await?;
         tx.commit().await.map_err(db)?;
         self.deployment(deployment_id)
             .await?

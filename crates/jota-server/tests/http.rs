@@ -289,8 +289,39 @@ fn upload_register_deploy_poll_download_report() {
     err(report("exploded", 1), 400, "is not one of");
     err(report("downloading", 101), 400, "progress");
     assert_eq!(report("downloading", 50).status().as_u16(), 200);
+    // A cancel of a started deployment asks the device at its next poll; a device that is
+    // past the point of no return finishes and reports as usual.
+    let c: Value = s
+        .post(
+            &format!("/api/v1/deployments/{id}/cancel"),
+            ADMIN,
+            &json!({}),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(
+        (c["active"].as_bool(), c["cancel_requested"].as_bool()),
+        (Some(true), Some(true)),
+        "{c}"
+    );
+    let p: Value = s.get("/api/v1/device/poll", &token).json().unwrap();
+    assert_eq!(p["deployment"]["cancel"], true, "{p}");
     assert_eq!(report("success", 100).status().as_u16(), 200);
     err(report("failure", 0), 409, "not an active deployment");
+    err(
+        s.post(
+            &format!("/api/v1/deployments/{id}/cancel"),
+            ADMIN,
+            &json!({}),
+        ),
+        409,
+        "is over (success)",
+    );
+    err(
+        s.post("/api/v1/deployments/nope/cancel", ADMIN, &json!({})),
+        404,
+        "no deployment",
+    );
     let p: Value = s
         .get("/api/v1/device/poll?version=2.0.0", &token)
         .json()

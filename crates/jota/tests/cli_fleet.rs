@@ -333,8 +333,8 @@ fn swupdate_suricatta_updates_over_hawkbit_ddi() {
     );
     let tmp = dp.join("swtmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    // Runs suricatta until the deployment reaches `until` (or 120 s), then stops it.
-    let suricatta = |extra: &str, until: &dyn Fn(&Value) -> bool| -> Value {
+    // Runs suricatta until deployment `dep_id` reaches `until` (or 120 s), then stops it.
+    let suricatta_on = |dep_id: &str, extra: &str, until: &dyn Fn(&Value) -> bool| -> Value {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(dp.join("swupdate.log")).unwrap();
         let mut child = std::process::Command::new(&swupdate)
@@ -362,7 +362,7 @@ fn swupdate_suricatta_updates_over_hawkbit_ddi() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let mut shown = Value::Null;
         while std::time::Instant::now() < deadline {
-            shown = fleet(&s, token, &["deployment", &dep_id]);
+            shown = fleet(&s, token, &["deployment", dep_id]);
             if until(&shown) {
                 break;
             }
@@ -379,6 +379,8 @@ fn swupdate_suricatta_updates_over_hawkbit_ddi() {
         );
         shown
     };
+    let suricatta =
+        |extra: &str, until: &dyn Fn(&Value) -> bool| suricatta_on(&dep_id, extra, until);
     // First run: installed and switched, waiting for the reboot.
     let shown = suricatta(&format!("-k {dev_token}"), &|v| {
         v["deployment"]["progress"] == 100 && v["deployment"]["state"] == "installing"
@@ -404,6 +406,47 @@ fn swupdate_suricatta_updates_over_hawkbit_ddi() {
     let devs = fleet(&s, token, &["devices"]);
     assert_eq!(devs[0]["id"], "swu-orin-1");
     assert!(devs[0]["deployment"].is_null(), "{devs}");
+
+    // A cancel of an update the device has started goes through hawkBit's cancelAction:
+    // suricatta confirms it and the deployment ends `canceled`.
+    let dep = fleet(
+        &s,
+        token,
+        &[
+            "deploy",
+            "--artifact",
+            art["id"].as_str().unwrap(),
+            "--device",
+            "swu-orin-1",
+        ],
+    );
+    let dep_id2 = dep["id"].as_str().unwrap().to_string();
+    let http = reqwest::blocking::Client::new();
+    let auth = format!("TargetToken {dev_token}");
+    let base: Value = http
+        .get(format!("{}/DEFAULT/controller/v1/swu-orin-1", s.1))
+        .header("Authorization", &auth)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let href = base["_links"]["deploymentBase"]["href"].as_str().unwrap();
+    let href = href.split('?').next().unwrap();
+    let r = http
+        .post(format!("{href}/feedback"))
+        .header("Authorization", &auth)
+        .json(
+            &serde_json::json!({ "status": { "execution": "proceeding", "details": ["started"] } }),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let c = fleet(&s, token, &["cancel", &dep_id2]);
+    assert_eq!(c["cancel_requested"], true, "{c}");
+    let shown = suricatta_on(&dep_id2, &format!("-k {dev_token}"), &|v| {
+        v["deployment"]["state"] == "canceled"
+    });
+    assert_eq!(shown["deployment"]["active"], false, "{shown}");
 }
 
 /// `kill -9` of the server at random moments while 40 devices go through a rollout loses

@@ -76,7 +76,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Staged rollouts: create, list, status, pause, resume, abort.
+    /// Cancel a deployment: at once if the device has not started it, else the device is
+    /// asked (jota poll `cancel`, hawkBit DDI cancelAction) and it ends when it confirms.
+    Cancel {
+        /// Deployment id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Staged rollouts: create, list, status, pause, resume, abort, evaluate.
     #[command(subcommand)]
     Rollout(RolloutCmd),
     /// Load test: register N lightweight devices and have them poll; prints polls/s and
@@ -378,6 +387,21 @@ pub fn run(a: Args) -> Result<()> {
                 return print_json(&v);
             }
             outln!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::Cancel { id, json } => {
+            let v = c.post(&format!("/api/v1/deployments/{id}/cancel"), &json!({}))?;
+            if json {
+                return print_json(&v);
+            }
+            if v["active"].as_bool() == Some(false) {
+                outln!("deployment {id}: canceled");
+            } else {
+                outln!(
+                    "deployment {id}: cancel asked; {} is told at its next poll",
+                    v["device_id"].as_str().unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Cmd::Deployment { id, json } => {
