@@ -490,9 +490,10 @@ async fn poll(
     };
     if let Some(dep) = view.deployment {
         // A paused or halted rollout holds back what its devices have not started.
-        let held = dep.rollout_id.is_some()
-            && dep.state == "assigned"
-            && dep.rollout_state.as_deref() != Some("running");
+        // So does a maintenance window the device is outside of.
+        let held = dep.state == "assigned"
+            && ((dep.rollout_id.is_some() && dep.rollout_state.as_deref() != Some("running"))
+                || !crate::window::open(&view.device.tags, now()));
         // A .swu is for DDI clients (SWUpdate); a jota agent is not offered one.
         if !held && dep.artifact.kind == "jota" {
             let a = dep.artifact;

@@ -137,8 +137,12 @@ fn hms(secs: u64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// Whether a deployment is handed out now: not one a paused or halted rollout holds back.
-async fn offered(s: &AppState, d: &DeploymentRow) -> Res<bool> {
+/// Whether a deployment is handed out now: not one a paused or halted rollout holds back,
+/// nor an unstarted one outside the device's maintenance window.
+async fn offered(s: &AppState, dev: &DeviceRow, d: &DeploymentRow) -> Res<bool> {
+    if d.state == "assigned" && !crate::window::open(&dev.tags, crate::store::now()) {
+        return Ok(false);
+    }
     match &d.rollout_id {
         Some(r) if d.state == "assigned" => Ok(s
             .store()
@@ -165,7 +169,7 @@ async fn base(
                 "cancelAction".into(),
                 json!({ "href": format!("{me}/cancelAction/{}", action_id(&dep.id)) }),
             );
-        } else if offered(&s, dep).await? {
+        } else if offered(&s, &d, dep).await? {
             // `c` changes with the action's state, so caches between never serve a stale one.
             links.insert(
                 "deploymentBase".into(),
@@ -283,12 +287,10 @@ async fn action_body(
         if https { "md5sum" } else { "md5sum-http" }.into(),
         json!({ "href": format!("{dl}.MD5SUM") }),
     );
-    Ok(json!({
-        "id": action_id(&dep.id).to_string(),
-        "deployment": {
-            "download": "forced",
-            "update": "forced",
-            "chunks": [{
+    let mut deployment = json!({
+        "download": "forced",
+        "update": "forced",
+        "chunks": [{
                 "part": "os",
                 "version": a.version,
                 "name": "jota",
@@ -299,7 +301,14 @@ async fn action_body(
                     "_links": links,
                 }],
             }],
-        },
+    });
+    // hawkBit's field for devices with a maintenance window: offered only inside it.
+    if crate::window::of_tags(&d.tags).ok().flatten().is_some() {
+        deployment["maintenanceWindow"] = json!("available");
+    }
+    Ok(json!({
+        "id": action_id(&dep.id).to_string(),
+        "deployment": deployment,
         "actionHistory": {
             "status": dep.state,
             "messages": if dep.message.is_empty() { vec![] } else { vec![dep.message.clone()] },
@@ -314,7 +323,7 @@ async fn deployment_base(
 ) -> Res<Json<Value>> {
     let d = controller(&s, &h, &controller_id).await?;
     let dep = action(&s, &d, &action_id).await?;
-    if !dep.active || !offered(&s, &dep).await? {
+    if !dep.active || !offered(&s, &d, &dep).await? {
         return Err(ServerError::NotFound(format!(
             "action {action_id} is not open (it is {})",
             dep.state

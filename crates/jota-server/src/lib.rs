@@ -4,7 +4,7 @@
 //! SQLite by default, PostgreSQL by URL.
 //!
 //! Not yet (issue 6 is open): TLS/mTLS and provisioning by CSR,
-//! maintenance windows, telemetry, dashboard, S3.
+//! telemetry, dashboard, S3.
 
 pub mod api;
 pub mod artifacts;
@@ -12,6 +12,7 @@ pub mod ddi;
 pub mod metrics;
 pub mod rollout;
 pub mod store;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -804,21 +804,30 @@ async fn assign(tx: &mut Tx<'_>, r: &RolloutRow, room: u64, now: i64) -> Result<
         .map_err(db)?;
     // The devices to give a deployment now, in rollout order; run twice in one transaction
     // (nothing changes between), so the database does the work and no list crosses over.
-    let picked = "SELECT t.device_id FROM rollout_targets t \
-         WHERE t.rollout_id = $1 AND t.phase <= $2 AND NOT EXISTS \
-         (SELECT 1 FROM deployments x WHERE x.rollout_id = $1 AND x.device_id = t.device_id) \
-         ORDER BY t.ord LIMIT $3";
+    // Devices outside their maintenance window wait for a later evaluation.
+    let picked = |m: usize| {
+        format!(
+            "SELECT t.device_id FROM rollout_targets t JOIN devices dv ON dv.id = t.device_id \
+             WHERE t.rollout_id = $1 AND t.phase <= $2 AND {} AND NOT EXISTS \
+             (SELECT 1 FROM deployments x WHERE x.rollout_id = $1 AND x.device_id = t.device_id) \
+             ORDER BY t.ord LIMIT $3",
+            crate::window::sql_open("dv", m)
+        )
+    };
+    let minute = crate::window::minute_of_day(now);
     let limit = room.min(i64::MAX as u64) as i64;
     // Other work a device had pending gives way to the rollout.
     sqlx::query(&format!(
         "UPDATE deployments SET active = 0, state = 'canceled', message = $4, updated = $5 \
-         WHERE active = 1 AND (rollout_id IS NULL OR rollout_id <> $1) AND device_id IN ({picked})"
+         WHERE active = 1 AND (rollout_id IS NULL OR rollout_id <> $1) AND device_id IN ({})",
+        picked(6)
     ))
     .bind(&r.id)
     .bind(r.phase)
     .bind(limit)
     .bind(format!("replaced by rollout {}", r.id))
     .bind(now)
+    .bind(minute)
     .execute(&mut **tx)
     .await
     .map_err(db)?;
@@ -831,7 +840,8 @@ async fn assign(tx: &mut Tx<'_>, r: &RolloutRow, room: u64, now: i64) -> Result<
          CASE WHEN d.version = $5 THEN 100 ELSE 0 END, \
          CASE WHEN d.version = $5 THEN $6 ELSE '' END, \
          CASE WHEN d.version = $5 THEN 0 ELSE 1 END, $7, $7, $1 \
-         FROM devices d WHERE d.id IN ({picked})"
+         FROM devices d WHERE d.id IN ({})",
+        picked(8)
     ))
     .bind(&r.id)
     .bind(r.phase)
@@ -840,6 +850,7 @@ async fn assign(tx: &mut Tx<'_>, r: &RolloutRow, room: u64, now: i64) -> Result<
     .bind(&version)
     .bind(format!("already running {version}"))
     .bind(now)
+    .bind(minute)
     .execute(&mut **tx)
     .await
     .map_err(db)?

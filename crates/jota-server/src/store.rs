@@ -296,15 +296,19 @@ impl Store {
         hardware: &str,
         tags: &[String],
     ) -> Result<(), ServerError> {
+        let window = crate::window::of_tags(tags)?;
         let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
         let r = sqlx::query(
-            "INSERT INTO devices (id, token_sha256, hardware, tags, created) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO devices (id, token_sha256, hardware, tags, created, window_start, window_end) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(token_sha256)
         .bind(hardware)
         .bind(tags)
         .bind(now())
+        .bind(window.map(|w| w.0))
+        .bind(window.map(|w| w.1))
         .execute(&self.pool)
         .await;
         match r {
@@ -322,6 +326,13 @@ impl Store {
         &self,
         devices: &[(String, String, String, Vec<String>)],
     ) -> Result<(), ServerError> {
+        let windows = devices
+            .iter()
+            .map(|d| {
+                crate::window::of_tags(&d.3)
+                    .map_err(|e| ServerError::BadRequest(format!("device `{}`: {e}", d.0)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut seen = std::collections::HashSet::new();
         if let Some(d) = devices.iter().find(|d| !seen.insert(d.0.as_str())) {
             return Err(ServerError::BadRequest(format!(
@@ -331,7 +342,7 @@ impl Store {
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
         let t = now();
-        for chunk in devices.chunks(500) {
+        for (chunk, wins) in devices.chunks(500).zip(windows.chunks(500)) {
             let list = (1..=chunk.len())
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
@@ -349,25 +360,26 @@ impl Store {
             }
             let rows = (0..chunk.len())
                 .map(|r| {
-                    let b = r * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
+                    let p: Vec<String> = (1..=7).map(|c| format!("${}", r * 7 + c)).collect();
+                    format!("({})", p.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO devices (id, token_sha256, hardware, tags, created) VALUES {rows}"
+                "INSERT INTO devices (id, token_sha256, hardware, tags, created, window_start, window_end) \
+                 VALUES {rows}"
             );
             let mut q = sqlx::query(&sql);
-            for (id, token, hw, tags) in chunk {
+            for ((id, token, hw, tags), w) in chunk.iter().zip(wins) {
                 let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
-                q = q.bind(id).bind(token).bind(hw).bind(tags).bind(t);
+                q = q
+                    .bind(id)
+                    .bind(token)
+                    .bind(hw)
+                    .bind(tags)
+                    .bind(t)
+                    .bind(w.map(|w| w.0))
+                    .bind(w.map(|w| w.1));
             }
             q.execute(&mut *tx).await.map_err(db)?;
         }

@@ -817,3 +817,68 @@ fn openapi_document_matches_the_router() {
         }
     }
 }
+
+/// A device outside its maintenance window is not handed an update it has not started —
+/// neither by jota's poll nor by DDI — and one inside is; a malformed window is refused at
+/// registration.
+#[test]
+fn maintenance_window_holds_back_the_poll() {
+    let s = Server::new();
+    let d = tempfile::tempdir().unwrap();
+    let art: Value = s
+        .upload(&bundle(d.path(), "ed25519.key.pem"))
+        .json()
+        .unwrap();
+    let m = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 86_400
+        / 60) as i64;
+    let hm = |m: i64| {
+        format!(
+            "{:02}:{:02}",
+            m.rem_euclid(1440) / 60,
+            m.rem_euclid(1440) % 60
+        )
+    };
+    let closed = format!("window={}-{}", hm(m + 120), hm(m + 180));
+    let open = format!("window={}-{}", hm(m - 60), hm(m + 60));
+    err(
+        s.post(
+            "/api/v1/devices",
+            ADMIN,
+            &json!({ "id": "bad", "tags": ["window=99:00-01:00"] }),
+        ),
+        400,
+        "HH:MM-HH:MM",
+    );
+    let mut tokens = Vec::new();
+    for (id, w) in [("closed", &closed), ("open", &open)] {
+        let r: Value = s
+            .post("/api/v1/devices", ADMIN, &json!({ "id": id, "tags": [w] }))
+            .json()
+            .unwrap();
+        tokens.push(r["token"].as_str().unwrap().to_string());
+        let r = s.post(
+            "/api/v1/deployments",
+            ADMIN,
+            &json!({ "artifact": art["id"], "device": id }),
+        );
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let poll = |t: &str| -> Value { s.get("/api/v1/device/poll", t).json().unwrap() };
+    assert!(poll(&tokens[0])["deployment"].is_null());
+    assert!(poll(&tokens[1])["deployment"].is_object());
+    let ddi = |id: &str, t: &str| -> Value {
+        s.http
+            .get(format!("{}/DEFAULT/controller/v1/{id}", s.base))
+            .header("Authorization", format!("TargetToken {t}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert!(ddi("closed", &tokens[0])["_links"]["deploymentBase"].is_null());
+    assert!(ddi("open", &tokens[1])["_links"]["deploymentBase"].is_object());
+}

@@ -354,6 +354,62 @@ async fn scenario(store: Store) {
         .await
         .unwrap();
     assert_eq!(store.rollouts().await.unwrap().len(), 2);
+
+    // Maintenance windows (UTC): T0 is 13:46. A device is assigned only inside its window.
+    for (id, w) in [
+        ("w-in", "13:00-14:00"),
+        ("w-out", "02:00-03:00"),
+        ("w-wrap", "23:00-14:00"),
+    ] {
+        store
+            .add_device(
+                id,
+                &format!("tw-{id}"),
+                "",
+                &["fleet=w".into(), format!("window={w}")],
+            )
+            .await
+            .unwrap();
+    }
+    let e = store
+        .add_device("w-bad", "tw-bad", "", &["window=2:00-3:00".into()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ServerError::BadRequest(_)) && e.to_string().contains("HH:MM"),
+        "{e}"
+    );
+    let w = Filter {
+        hardware: None,
+        tags: vec!["fleet=w".into()],
+    };
+    let st = store
+        .create_rollout(
+            "rw",
+            &new("v3", w, vec![phase("all", 100.0, 0)], Policy::default()),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.total.assigned, st.total.waiting),
+        (2, 1),
+        "{:?}",
+        st.total
+    );
+    let mut got: Vec<String> = active(&store, "rw")
+        .await
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["w-in", "w-wrap"]);
+    let at_0230 = T0 + (24 * 60 - 826 + 150) * 60;
+    assert_eq!(
+        store.evaluate_rollout("rw", at_0230).await.unwrap(),
+        [Step::Assigned(1)]
+    );
+    assert_eq!(store.rollouts().await.unwrap().len(), 3);
 }
 
 #[tokio::test]
