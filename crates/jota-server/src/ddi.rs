@@ -104,7 +104,7 @@ async fn controller(s: &AppState, h: &HeaderMap, id: &str) -> Res<DeviceRow> {
 }
 
 /// `scheme://host` of the request, for the absolute links DDI clients follow.
-fn origin(h: &HeaderMap) -> Res<String> {
+fn origin(s: &AppState, h: &HeaderMap) -> Res<String> {
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -118,17 +118,17 @@ fn origin(h: &HeaderMap) -> Res<String> {
             "Host `{host}` is not a host"
         )));
     }
-    let https = h
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let https = s.config().tls.is_some()
+        || h.get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     Ok(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
-fn me(h: &HeaderMap, tenant: &str, controller: &str) -> Res<String> {
+fn me(s: &AppState, h: &HeaderMap, tenant: &str, controller: &str) -> Res<String> {
     Ok(format!(
         "{}/{tenant}/controller/v1/{controller}",
-        origin(h)?
+        origin(s, h)?
     ))
 }
 
@@ -160,7 +160,7 @@ async fn base(
 ) -> Res<Json<Value>> {
     let d = controller(&s, &h, &controller_id).await?;
     s.store().seen(&d, None).await?;
-    let me = me(&h, &tenant, &controller_id)?;
+    let me = me(&s, &h, &tenant, &controller_id)?;
     let deps = s.store().deployments_of(&d.id).await?;
     let mut links = Map::new();
     if let Some(dep) = deps.iter().find(|x| x.active) {
@@ -274,7 +274,7 @@ async fn action_body(
     let file = filename(&a);
     let dl = format!(
         "{}/softwaremodules/{}/artifacts/{file}",
-        me(h, tenant, &d.id)?,
+        me(s, h, tenant, &d.id)?,
         a.id
     );
     let https = dl.starts_with("https:");

@@ -1,9 +1,9 @@
 //! The jota fleet server: device registry, artifacts (bundles and `.swu` files verified on
 //! upload, served with HTTP Range, ETag and If-Range so devices resume and CDNs cache),
-//! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API.
-//! SQLite by default, PostgreSQL by URL.
+//! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API,
+//! over HTTPS. SQLite by default, PostgreSQL by URL.
 //!
-//! Not yet (issue 6 is open): TLS/mTLS and provisioning by CSR,
+//! Not yet (issue 6 is open): device mTLS and provisioning by CSR,
 //! telemetry, dashboard, S3.
 
 pub mod api;
@@ -12,6 +12,7 @@ pub mod ddi;
 pub mod metrics;
 pub mod rollout;
 pub mod store;
+pub mod tls;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -80,6 +81,8 @@ pub struct ServerConfig {
     pub max_upload: u64,
     /// Seconds a device waits between polls.
     pub poll_seconds: u64,
+    /// Serve HTTPS with this certificate and key; none: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
     /// hawkBit DDI gateway token (acts for any registered device); none: gateway auth off.
     pub ddi_gateway_token: Option<String>,
     /// How often rollouts are evaluated (gates, phases, assignments).
@@ -121,12 +124,21 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
     let interval = config.rollout_interval;
     let evaluator = store.clone();
     let heartbeats = store.clone();
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let app = api::router(api::AppState::new(config, store)?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = rx.await;
-        });
+        let serve = async move {
+            match acceptor {
+                None => axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .map_err(|e| ServerError::io(std::path::Path::new("<server>"), e)),
+                Some(acceptor) => serve_tls(listener, acceptor, app, rx).await,
+            }
+        };
         // Rollouts move on a timer on every replica; the store makes that safe.
         let tick = async move {
             let mut t = tokio::time::interval(interval);
@@ -148,7 +160,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             }
         };
         let r = tokio::select! {
-            r = serve => r.map_err(|e| ServerError::io(std::path::Path::new("<server>"), e)),
+            r = serve => r,
             _ = tick => Ok(()),
             _ = flush => Ok(()),
         };
@@ -162,6 +174,57 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
         shutdown: tx,
         task,
     })
+}
+
+/// Accepts TLS connections until `stop` fires; each is served by `app` on its own task (a
+/// failed handshake is logged and dropped).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), ServerError> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await
+            {
+                tracing::debug!(%peer, "connection: {e}");
+            }
+        });
+    }
 }
 
 /// sha256 of a token, as stored (tokens themselves are never stored).

@@ -75,6 +75,7 @@ impl Server {
                 max_upload: 16 << 20,
                 poll_seconds: 30,
                 ddi_gateway_token: Some(GATEWAY.into()),
+                tls: None,
                 rollout_interval: std::time::Duration::from_millis(100),
             }))
             .unwrap();

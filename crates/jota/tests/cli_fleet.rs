@@ -29,10 +29,15 @@ fn server(data: &Path, token: &str) -> Server {
 }
 
 fn server_with(data: &Path, token: &str, extra: &[&str]) -> Server {
+    let mut all = vec!["--insecure-http"];
+    all.extend_from_slice(extra);
+    spawn_server(data, token, &all)
+}
+
+fn spawn_server(data: &Path, token: &str, extra: &[&str]) -> Server {
     let mut child = std::process::Command::new(jota_bin())
         .args([
             "server",
-            "--insecure-http",
             "--listen",
             "127.0.0.1:0",
             "--admin-token",
@@ -79,16 +84,25 @@ fn serve_upload_register_deploy() {
     let data = d.path().join("server");
 
     jota()
+        .args(["server", "--tls-cert", "x.pem", "--data-dir"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--tls-key"));
+    jota()
         .args([
             "server",
-            "--admin-token",
-            "0123456789abcdef0123",
+            "--insecure-http",
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y",
             "--data-dir",
         ])
         .arg(&data)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("--insecure-http"));
+        .stderr(predicate::str::contains("cannot be used with"));
 
     std::fs::create_dir_all(data.join("keyring")).unwrap();
     std::fs::copy(
@@ -613,4 +627,81 @@ fn server_killed_mid_rollout_keeps_what_it_acknowledged() {
     *s = server_with(&data, token, &extra);
     let st = fleet(&s, token, &["rollout", "status", &rid]);
     assert_eq!(st["total"]["success"], 40, "{st}");
+}
+
+/// Without `--insecure-http` the server speaks HTTPS with a CA and server certificate it
+/// issues itself once (kept across restarts); `jota fleet --ca` pins that CA, and a client
+/// that does not trust it, or speaks plain HTTP, gets nowhere.
+#[test]
+fn https_with_a_self_issued_ca() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("server");
+    let token = "0123456789abcdef0123";
+    let s = spawn_server(&data, token, &[]);
+    assert!(s.1.starts_with("https://127.0.0.1:"), "{}", s.1);
+    let ca = data.join("tls/ca.pem");
+    let pem = std::fs::read_to_string(&ca).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "server.key"] {
+        let mode = std::fs::metadata(data.join("tls").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is readable by others");
+    }
+    let devices = |ca: Option<&Path>, url: &str| {
+        let mut c = jota();
+        c.args(["fleet", "--server", url, "--token", token]);
+        if let Some(ca) = ca {
+            c.arg("--ca").arg(ca);
+        }
+        c.args(["devices", "--json"]).output().unwrap()
+    };
+    let o = devices(Some(&ca), &s.1);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let o = devices(None, &s.1);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let other = keys().join("rsa4096.cert.pem");
+    assert!(!devices(Some(&other), &s.1).status.success());
+    let plain = s.1.replacen("https://", "http://", 1);
+    assert!(!devices(Some(&ca), &plain).status.success());
+    // DDI links are https:// too.
+    let o = jota()
+        .args(["fleet", "--server", &s.1, "--token", token, "--ca"])
+        .arg(&ca)
+        .args(["add-device", "tls-1", "--json"])
+        .output()
+        .unwrap();
+    let dev: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base: Value = http
+        .get(format!("{}/DEFAULT/controller/v1/tls-1", s.1))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", dev["token"].as_str().unwrap()),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let cfg = base["_links"]["configData"]["href"].as_str().unwrap();
+    assert!(cfg.starts_with(&format!("{}/DEFAULT/", s.1)), "{cfg}");
+    // Restarted: the same CA, so pinned clients keep working.
+    drop(s);
+    let s = spawn_server(&data, token, &[]);
+    assert_eq!(std::fs::read_to_string(&ca).unwrap(), pem);
+    assert!(devices(Some(&ca), &s.1).status.success());
 }

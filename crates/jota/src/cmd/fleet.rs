@@ -16,6 +16,10 @@ pub struct Args {
     /// Admin token.
     #[arg(long, env = "JOTA_TOKEN")]
     token: String,
+    /// CA certificate (PEM) to trust for an https:// server, e.g. the server's own
+    /// DATA_DIR/tls/ca.pem.
+    #[arg(long, env = "JOTA_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -293,10 +297,21 @@ impl Client {
 
 /// Runs `jota fleet`.
 pub fn run(a: Args) -> Result<()> {
+    let ca = match &a.ca {
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("--ca {}", p.display()))?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3600));
+    if let Some(pem) = &ca {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(pem).context("--ca: not a PEM certificate")?,
+        );
+    }
     let c = Client {
-        http: reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(3600))
-            .build()?,
+        http: builder.build()?,
         base: a.server.trim_end_matches('/').to_string(),
         token: a.token.clone(),
     };
@@ -437,6 +452,7 @@ pub fn run(a: Args) -> Result<()> {
         } => crate::cmd::loadgen::run(crate::cmd::loadgen::Loadgen {
             base: c.base.clone(),
             token: c.token.clone(),
+            ca,
             devices,
             concurrency,
             seconds,

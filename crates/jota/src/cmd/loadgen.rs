@@ -14,6 +14,8 @@ pub struct Loadgen {
     pub base: String,
     /// Admin token.
     pub token: String,
+    /// CA certificate (PEM) to trust.
+    pub ca: Option<Vec<u8>>,
     /// Devices to register.
     pub devices: usize,
     /// Concurrent pollers (connections).
@@ -59,10 +61,13 @@ pub fn run(l: Loadgen) -> Result<()> {
 }
 
 async fn run_async(l: Loadgen) -> Result<()> {
-    let http = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .pool_max_idle_per_host(l.concurrency)
-        .timeout(Duration::from_secs(600))
-        .build()?;
+        .timeout(Duration::from_secs(600));
+    if let Some(pem) = &l.ca {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+    }
+    let http = builder.build()?;
     let prefix = format!("lg{}", &jota_server::random_hex(3)?);
     let tag = format!("loadgen={prefix}");
 

@@ -1,6 +1,6 @@
 //! `jota server`: the fleet server.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use jota_server::{start, ServerConfig};
 use std::net::SocketAddr;
@@ -39,8 +39,19 @@ pub struct Args {
     /// for any registered device (hawkBit's gateway authentication). Off unless given.
     #[arg(long, env = "JOTA_DDI_GATEWAY_TOKEN")]
     ddi_gateway_token: Option<String>,
-    /// Serve plain HTTP. Required for now: HTTPS and device mTLS are not built yet.
-    #[arg(long)]
+    /// HTTPS certificate chain (PEM). Without --tls-cert/--tls-key the server issues its own:
+    /// a CA and a server certificate in DATA_DIR/tls/ (pin DATA_DIR/tls/ca.pem on clients).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Names (DNS or IP) of the self-issued server certificate, besides localhost, 127.0.0.1,
+    /// ::1 and the --listen address (repeatable; used when it is first made).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS (on a trusted network or behind a TLS proxy).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_http: bool,
 }
 
@@ -68,9 +79,30 @@ fn admin_token(a: &Args) -> Result<String> {
 
 /// Runs `jota server` until Ctrl-C or SIGTERM.
 pub fn run(a: Args) -> Result<()> {
-    if !a.insecure_http {
-        bail!("HTTPS is not built yet; pass --insecure-http to serve plain HTTP (on a trusted network or behind a TLS proxy)");
-    }
+    let tls = if a.insecure_http {
+        None
+    } else if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        Some(jota_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+    } else {
+        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if !a.listen.ip().is_unspecified() {
+            names.push(a.listen.ip().to_string());
+        }
+        names.extend(a.tls_names.iter().cloned());
+        names.dedup();
+        let dir = a.data_dir.join("tls");
+        let files = jota_server::tls::self_issued(&dir, &names)
+            .with_context(|| format!("making the server's certificate in {}", dir.display()))?;
+        eprintln!(
+            "HTTPS with a self-issued certificate; clients pin the CA {}",
+            dir.join("ca.pem").display()
+        );
+        Some(files)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
         data_dir: a.data_dir.clone(),
         listen: a.listen,
@@ -80,6 +112,7 @@ pub fn run(a: Args) -> Result<()> {
         max_upload: a.max_upload_mib << 20,
         poll_seconds: a.poll_seconds,
         ddi_gateway_token: a.ddi_gateway_token.clone(),
+        tls,
         rollout_interval: std::time::Duration::try_from_secs_f64(a.rollout_seconds)
             .ok()
             .filter(|d| !d.is_zero())
@@ -94,7 +127,7 @@ pub fn run(a: Args) -> Result<()> {
             shutdown,
             mut task,
         } = start(config).await?;
-        println!("listening on http://{addr}");
+        println!("listening on {scheme}://{addr}");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
