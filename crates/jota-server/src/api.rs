@@ -122,7 +122,8 @@ async fn device(s: &AppState, h: &HeaderMap) -> Res<DeviceRow> {
         .ok_or_else(|| ServerError::Unauthorized("unknown device token".into()))
 }
 
-fn json<T>(r: Result<Json<T>, JsonRejection>) -> Res<T> {
+/// The body of a JSON request, or the 400/413 that names what is wrong with it.
+pub(crate) fn json<T>(r: Result<Json<T>, JsonRejection>) -> Res<T> {
     r.map(|Json(v)| v).map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServerError::TooLarge("request bodies are limited to 64 KiB".into())

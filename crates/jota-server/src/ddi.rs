@@ -399,13 +399,7 @@ async fn feedback(
     body: Result<Json<Feedback>, JsonRejection>,
 ) -> Res<StatusCode> {
     let d = controller(&s, &h, &controller_id).await?;
-    let f = body.map(|Json(v)| v).map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServerError::TooLarge("request bodies are limited to 64 KiB".into())
-        } else {
-            ServerError::BadRequest(e.body_text())
-        }
-    })?;
+    let f = crate::api::json(body)?;
     if let Some(x) = f.status.result.finished.as_deref() {
         if !matches!(x, "success" | "failure" | "none") {
             return Err(ServerError::BadRequest(format!(
@@ -486,9 +480,7 @@ async fn cancel_feedback(
     body: Result<Json<Feedback>, JsonRejection>,
 ) -> Res<StatusCode> {
     let d = controller(&s, &h, &controller_id).await?;
-    let f = body
-        .map(|Json(v)| v)
-        .map_err(|e| ServerError::BadRequest(e.body_text()))?;
+    let f = crate::api::json(body)?;
     state_of(&f.status.execution, f.status.result.finished.as_deref())?;
     let dep = action(&s, &d, &action_id).await?;
     let message = f.status.details.join("\n");
@@ -535,9 +527,7 @@ async fn config_data(
     body: Result<Json<ConfigData>, JsonRejection>,
 ) -> Res<StatusCode> {
     let d = controller(&s, &h, &controller_id).await?;
-    let c = body
-        .map(|Json(v)| v)
-        .map_err(|e| ServerError::BadRequest(e.body_text()))?;
+    let c = crate::api::json(body)?;
     let mut attrs = match s.store().attributes(&d.id).await? {
         Value::Object(m) => m,
         _ => Map::new(),
