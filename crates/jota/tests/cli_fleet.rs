@@ -705,3 +705,62 @@ fn https_with_a_self_issued_ca() {
     assert_eq!(std::fs::read_to_string(&ca).unwrap(), pem);
     assert!(devices(Some(&ca), &s.1).status.success());
 }
+
+/// `jota server --config server.toml`: the same option names as the command line, which wins
+/// over the file; an unknown key is named.
+#[test]
+fn server_reads_its_settings_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data-dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin-token = \"0123456789abcdef0123\"\ninsecure-http = true\npoll-seconds = 7\n",
+            d.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let poll_seconds = |extra: &[&str]| -> Value {
+        let mut child = std::process::Command::new(jota_bin())
+            .args(["server", "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let s = Server(
+            child,
+            line.trim()
+                .strip_prefix("listening on ")
+                .unwrap()
+                .to_string(),
+        );
+        assert!(s.1.starts_with("http://"), "{}", s.1);
+        let dev = fleet(
+            &s,
+            "0123456789abcdef0123",
+            &["add-device", &format!("c-{}", extra.len())],
+        );
+        let r: Value = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/device/poll", s.1))
+            .bearer_auth(dev["token"].as_str().unwrap())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        r["poll_seconds"].clone()
+    };
+    assert_eq!(poll_seconds(&[]), 7);
+    assert_eq!(poll_seconds(&["--poll-seconds", "9"]), 9);
+    std::fs::write(&cfg, "data-dir = \"/tmp/x\"\npoll-second = 3\n").unwrap();
+    jota()
+        .args(["server", "--config"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("poll-second"));
+}
