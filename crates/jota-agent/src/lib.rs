@@ -20,6 +20,7 @@ pub mod install;
 pub mod journal;
 pub mod patch;
 pub mod precheck;
+pub mod provision;
 pub mod run;
 pub mod status;
 pub mod validate;

@@ -2,12 +2,15 @@
 //! device's token. Every error is JSON `{"error": "..."}` with a 4xx/5xx status, and a
 //! rejected request changes nothing.
 
+use crate::provision::{
+    ClientCert, Credential, DeviceCa, Outcome, ProvisionReply, ProvisionRequest,
+};
 use crate::rollout::{NewRollout, RolloutRow, RolloutStatus};
 use crate::store::{now, ArtifactRow, DeploymentRow, DeviceRow, Store};
 use crate::{artifacts, random_hex, token_hash, ServerConfig, ServerError};
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,11 +32,16 @@ struct Inner {
     keyring: PathBuf,
     admin_hash: String,
     counters: crate::metrics::Counters,
+    device_ca: DeviceCa,
 }
 
 impl AppState {
     /// State over an opened store.
-    pub fn new(config: ServerConfig, store: Store) -> Result<AppState, ServerError> {
+    pub fn new(
+        config: ServerConfig,
+        store: Store,
+        device_ca: DeviceCa,
+    ) -> Result<AppState, ServerError> {
         if config.admin_token.len() < 16 {
             return Err(ServerError::BadRequest(
                 "the admin token must be at least 16 characters".into(),
@@ -53,6 +61,7 @@ impl AppState {
                 keyring,
                 admin_hash,
                 counters: Default::default(),
+                device_ca,
             }),
         })
     }
@@ -78,6 +87,7 @@ impl IntoResponse for ServerError {
         let status = match &self {
             ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServerError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::Conflict(_) => StatusCode::CONFLICT,
             ServerError::Gone(_) => StatusCode::GONE,
@@ -114,12 +124,41 @@ fn admin(s: &AppState, h: &HeaderMap) -> Res<()> {
     Ok(())
 }
 
-async fn device(s: &AppState, h: &HeaderMap) -> Res<DeviceRow> {
+/// How a device authenticates on this request: its certificate (mTLS) when it presented
+/// one, else its token — unless the server requires certificates.
+fn credential(s: &AppState, h: &HeaderMap, cert: Option<Extension<ClientCert>>) -> Res<Credential> {
+    if let Some(Extension(c)) = cert {
+        return Ok(Credential::Cert(c.0));
+    }
+    let token = bearer(h)?;
+    if s.inner.config.require_device_cert {
+        return Err(ServerError::Forbidden(
+            "this server requires a device certificate (mTLS); provision the device".into(),
+        ));
+    }
+    Ok(Credential::Token(token_hash(token)))
+}
+
+fn unknown(cred: &Credential) -> ServerError {
+    ServerError::Unauthorized(match cred {
+        Credential::Token(_) => "unknown device token".into(),
+        Credential::Cert(_) => {
+            "this certificate is not (or no longer) a device's: provision the device again".into()
+        }
+    })
+}
+
+async fn device(
+    s: &AppState,
+    h: &HeaderMap,
+    cert: Option<Extension<ClientCert>>,
+) -> Res<DeviceRow> {
+    let cred = credential(s, h, cert)?;
     s.inner
         .store
-        .device_by_token(&token_hash(bearer(h)?))
+        .device_by(&cred)
         .await?
-        .ok_or_else(|| ServerError::Unauthorized("unknown device token".into()))
+        .ok_or_else(|| unknown(&cred))
 }
 
 /// The body of a JSON request, or the 400/413 that names what is wrong with it.
@@ -153,6 +192,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts", post(create_rollout).get(list_rollouts))
         .route("/api/v1/rollouts/{id}", get(show_rollout))
         .route("/api/v1/rollouts/{id}/{action}", post(control_rollout))
+        .route("/api/v1/devices/provision", post(provision))
+        .route("/api/v1/provisioning", get(list_provisioning))
+        .route(
+            "/api/v1/provisioning/{id}/{decision}",
+            post(decide_provisioning),
+        )
+        .route(
+            "/api/v1/provision-tokens",
+            post(add_provision_token).get(list_provision_tokens),
+        )
+        .route(
+            "/api/v1/provision-tokens/{id}/revoke",
+            post(revoke_provision_token),
+        )
         .route("/api/v1/device/poll", get(poll))
         .route("/api/v1/device/status", post(status))
         .route("/artifacts/{id}", get(download))
@@ -466,6 +519,7 @@ pub struct Assignment {
 async fn poll(
     State(s): State<AppState>,
     h: HeaderMap,
+    cert: Option<Extension<ClientCert>>,
     Query(q): Query<PollQuery>,
 ) -> Res<Json<PollReply>> {
     if let Some(v) = &q.version {
@@ -475,12 +529,13 @@ async fn poll(
             ));
         }
     }
+    let cred = credential(&s, &h, cert)?;
     let view = s
         .inner
         .store
-        .poll_view(&token_hash(bearer(&h)?))
+        .poll_view(&cred)
         .await?
-        .ok_or_else(|| ServerError::Unauthorized("unknown device token".into()))?;
+        .ok_or_else(|| unknown(&cred))?;
     s.inner
         .store
         .seen(&view.device, q.version.as_deref())
@@ -529,9 +584,10 @@ struct StatusReport {
 async fn status(
     State(s): State<AppState>,
     h: HeaderMap,
+    cert: Option<Extension<ClientCert>>,
     body: Result<Json<StatusReport>, JsonRejection>,
 ) -> Res<Json<DeploymentRow>> {
-    let d = device(&s, &h).await?;
+    let d = device(&s, &h, cert).await?;
     let r = json(body)?;
     crate::metrics::Counters::inc(&s.inner.counters.reports);
     if r.message.len() > 16 << 10 {
@@ -555,10 +611,11 @@ async fn status(
 async fn download(
     State(s): State<AppState>,
     h: HeaderMap,
+    cert: Option<Extension<ClientCert>>,
     Path(id): Path<String>,
 ) -> Res<Response> {
     if admin(&s, &h).is_err() {
-        device(&s, &h).await?;
+        device(&s, &h, cert).await?;
     }
     let a = s
         .inner
@@ -572,4 +629,178 @@ async fn download(
         &h,
     )
     .await
+}
+
+/// `POST /api/v1/devices/provision`: a device asks for its certificate (see
+/// [`crate::provision`]). 201 with credentials, 202 while pending, 403 when rejected.
+async fn provision(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<ProvisionRequest>, JsonRejection>,
+) -> Res<(StatusCode, Json<ProvisionReply>)> {
+    let r = json(body)?;
+    for (name, v) in [
+        ("serial", &r.serial),
+        ("mac", &r.mac),
+        ("hardware", &r.hardware),
+    ] {
+        if v.len() > 128 || v.chars().any(char::is_control) {
+            return Err(ServerError::BadRequest(format!(
+                "{name}: at most 128 printable characters"
+            )));
+        }
+    }
+    let derived = (!r.serial.is_empty() && !r.mac.is_empty())
+        .then(|| crate::provision::device_id(&r.serial, &r.mac));
+    let id = match (&r.id, derived) {
+        (Some(id), Some(d)) if *id != d => {
+            return Err(ServerError::BadRequest(format!(
+                "id `{id}` is not sha256(serial-mac)[:16] = `{d}`"
+            )))
+        }
+        (_, Some(d)) => d,
+        (Some(id), None) => id.clone(),
+        (None, None) => {
+            return Err(ServerError::BadRequest(
+                "give serial and mac (the id is derived from them) or id".into(),
+            ))
+        }
+    };
+    check_id(&id)?;
+    let csr = crate::provision::parse_csr(&r.csr)?;
+    // A bearer token is optional here: a provisioning token, or the device's own.
+    let token = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let poll_seconds = s.inner.config.poll_seconds;
+    match s
+        .inner
+        .store
+        .provision(&s.inner.device_ca, &id, &r, csr, token)
+        .await?
+    {
+        Outcome::Accepted(issued, token) => {
+            tracing::info!(device = %id, "device provisioned");
+            Ok((
+                StatusCode::CREATED,
+                Json(ProvisionReply {
+                    id,
+                    state: "accepted".into(),
+                    certificate: Some(issued.chain_pem),
+                    ca: Some(s.inner.device_ca.pem()),
+                    token: Some(token),
+                    poll_seconds,
+                }),
+            ))
+        }
+        Outcome::Pending => {
+            tracing::info!(device = %id, "provisioning request waits for an operator");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(ProvisionReply {
+                    id,
+                    state: "pending".into(),
+                    certificate: None,
+                    ca: None,
+                    token: None,
+                    poll_seconds,
+                }),
+            ))
+        }
+    }
+}
+
+async fn list_provisioning(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Res<Json<Vec<crate::provision::PendingDevice>>> {
+    admin(&s, &h)?;
+    Ok(Json(s.inner.store.provision_requests().await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn decide_provisioning(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((id, decision)): Path<(String, String)>,
+    body: Option<Json<Decision>>,
+) -> Res<Json<crate::provision::PendingDevice>> {
+    admin(&s, &h)?;
+    let accept = match decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => {
+            return Err(ServerError::NotFound(format!(
+                "`{other}`: a request is accepted or rejected"
+            )))
+        }
+    };
+    let tags = body.map(|Json(d)| d.tags).unwrap_or_default();
+    let p = s.inner.store.decide_provision(&id, accept, &tags).await?;
+    tracing::info!(device = %id, %decision, "provisioning decided");
+    Ok(Json(p))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProvisionToken {
+    #[serde(default)]
+    hardware: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default = "one_use")]
+    uses: i64,
+    #[serde(default)]
+    expires_seconds: Option<i64>,
+}
+
+fn one_use() -> i64 {
+    1
+}
+
+async fn add_provision_token(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewProvisionToken>, JsonRejection>,
+) -> Res<(StatusCode, Json<crate::provision::ProvisionToken>)> {
+    admin(&s, &h)?;
+    let t = json(body)?;
+    if t.expires_seconds.is_some_and(|e| e < 1) {
+        return Err(ServerError::BadRequest(
+            "expires_seconds must be positive".into(),
+        ));
+    }
+    let t = s
+        .inner
+        .store
+        .add_provision_token(&t.hardware, &t.tags, t.uses, t.expires_seconds)
+        .await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn list_provision_tokens(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Res<Json<Vec<crate::provision::ProvisionToken>>> {
+    admin(&s, &h)?;
+    Ok(Json(s.inner.store.provision_tokens().await?))
+}
+
+async fn revoke_provision_token(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<StatusCode> {
+    admin(&s, &h)?;
+    s.inner.store.revoke_provision_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

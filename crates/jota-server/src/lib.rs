@@ -3,13 +3,16 @@
 //! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API,
 //! over HTTPS. SQLite by default, PostgreSQL by URL.
 //!
-//! Not yet (issue 6 is open): device mTLS and provisioning by CSR,
-//! telemetry, dashboard, S3.
+//! Devices provision themselves (a CSR, answered with a certificate from the fleet CA) and
+//! then authenticate by that certificate (mTLS) or by token.
+//!
+//! Not yet (issue 6 is open): telemetry, dashboard, S3.
 
 pub mod api;
 pub mod artifacts;
 pub mod ddi;
 pub mod metrics;
+pub mod provision;
 pub mod rollout;
 pub mod store;
 pub mod tls;
@@ -27,6 +30,10 @@ pub enum ServerError {
     /// Missing or wrong credentials (401).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Known, and refused (403): a rejected provisioning request, a token where a
+    /// certificate is required.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// No such thing (404).
     #[error("not found: {0}")]
     NotFound(String),
@@ -87,6 +94,8 @@ pub struct ServerConfig {
     pub ddi_gateway_token: Option<String>,
     /// How often rollouts are evaluated (gates, phases, assignments).
     pub rollout_interval: std::time::Duration,
+    /// jota's device endpoints accept only a device certificate (mTLS), not a token.
+    pub require_device_cert: bool,
 }
 
 impl ServerConfig {
@@ -124,8 +133,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
     let interval = config.rollout_interval;
     let evaluator = store.clone();
     let heartbeats = store.clone();
-    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let app = api::router(api::AppState::new(config, store)?);
+    // The fleet CA signs device certificates, and the TLS listener checks them against it.
+    let ca_dir = config.data_dir.join("tls");
+    let device_ca = provision::DeviceCa::open(&ca_dir)?;
+    let acceptor = config
+        .tls
+        .as_ref()
+        .map(|f| tls::acceptor(f, Some(&ca_dir.join("ca.pem"))))
+        .transpose()?;
+    let app = api::router(api::AppState::new(config, store, device_ca)?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let serve = async move {
@@ -215,7 +231,26 @@ async fn serve_tls(
                     return;
                 }
             };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
+            // The sha256 of a verified client certificate identifies the device (the
+            // handlers look it up); rustls has checked that the fleet CA issued it.
+            let client = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| {
+                    provision::ClientCert(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c)))
+                });
+            let svc = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(c) = &client {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    req
+                },
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
             if let Err(e) =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)

@@ -400,10 +400,29 @@ impl Store {
         r.as_ref().map(device).transpose().map_err(db)
     }
 
-    /// What a poll needs in one query: the device whose token hashes to `token_sha256`, its
-    /// active deployment, that deployment's artifact and the state of its rollout.
-    pub async fn poll_view(&self, token_sha256: &str) -> Result<Option<PollView>, ServerError> {
-        let r = sqlx::query(
+    /// The device holding `cred`.
+    pub async fn device_by(
+        &self,
+        cred: &crate::provision::Credential,
+    ) -> Result<Option<DeviceRow>, ServerError> {
+        let r = sqlx::query(&format!(
+            "SELECT * FROM devices WHERE {} = $1",
+            cred.column()
+        ))
+        .bind(cred.hash())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        r.as_ref().map(device).transpose().map_err(db)
+    }
+
+    /// What a poll needs in one query: the device holding `cred`, its active deployment,
+    /// that deployment's artifact and the state of its rollout.
+    pub async fn poll_view(
+        &self,
+        cred: &crate::provision::Credential,
+    ) -> Result<Option<PollView>, ServerError> {
+        let r = sqlx::query(&format!(
             "SELECT d.id AS id, d.hardware AS hardware, d.tags AS tags, d.version AS version, \
              d.created AS created, d.last_seen AS last_seen, x.id AS dep_id, x.state AS dep_state, \
              x.rollout_id AS rollout_id, x.cancel_requested AS cancel_requested, r.state AS rollout_state, a.id AS art_id, a.kind AS art_kind, \
@@ -413,9 +432,10 @@ impl Store {
              LEFT JOIN deployments x ON x.device_id = d.id AND x.active = 1 \
              LEFT JOIN rollouts r ON r.id = x.rollout_id \
              LEFT JOIN artifacts a ON a.id = x.artifact_id \
-             WHERE d.token_sha256 = $1",
-        )
-        .bind(token_sha256)
+             WHERE d.{} = $1",
+            cred.column()
+        ))
+        .bind(cred.hash())
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;

@@ -77,6 +77,7 @@ impl Server {
                 ddi_gateway_token: Some(GATEWAY.into()),
                 tls: None,
                 rollout_interval: std::time::Duration::from_millis(100),
+                require_device_cert: false,
             }))
             .unwrap();
         Server {

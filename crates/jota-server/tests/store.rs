@@ -2,6 +2,7 @@
 //! postgres://postgres@127.0.0.1:5432/test; each run in a schema of its own): the same
 //! scenario, including concurrent deployments to one device.
 
+use jota_server::provision::Credential;
 use jota_server::store::{now, ArtifactRow, Store};
 use jota_server::ServerError;
 
@@ -134,14 +135,22 @@ async fn scenario(store: Store) {
     assert_eq!(all.iter().filter(|d| d.state == "canceled").count(), 7);
     let active = store.active_deployment("orin-1").await.unwrap().unwrap();
     // The poll's one query sees the same deployment and its artifact.
-    let v = store.poll_view("h1").await.unwrap().unwrap();
+    let v = store
+        .poll_view(&Credential::Token("h1".into()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.device.id, "orin-1");
     let pd = v.deployment.unwrap();
     assert_eq!(
         (pd.id.as_str(), pd.artifact.version.as_str(), pd.rollout_id),
         (active.id.as_str(), "2.0.0", None)
     );
-    assert!(store.poll_view("nope").await.unwrap().is_none());
+    assert!(store
+        .poll_view(&Credential::Token("nope".into()))
+        .await
+        .unwrap()
+        .is_none());
 
     // Reports: a bad state or a stale deployment changes nothing; a final state ends it.
     let e = store
@@ -166,7 +175,11 @@ async fn scenario(store: Store) {
     assert!(!done.active);
     assert_eq!(done.downloaded_bytes, 10_000);
     assert!(store.active_deployment("orin-1").await.unwrap().is_none());
-    let v = store.poll_view("h1").await.unwrap().unwrap();
+    let v = store
+        .poll_view(&Credential::Token("h1".into()))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(v.deployment.is_none());
     let ev = store.events(&active.id).await.unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@
 //! SWUpdate (suricatta, hawkBit mode) updating a simulated Orin from jota over hawkBit DDI.
 
 mod common;
-use common::{jota, jota_bin, sim_releases, tool};
+use common::{jota, jota_bin, server, server_with, sim_releases, spawn_server, tool, Server};
 use predicates::prelude::*;
 use serde_json::Value;
 use std::io::BufRead;
@@ -13,52 +13,6 @@ use std::sync::OnceLock;
 
 fn keys() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../jota-bundle/tests/fixtures/keys")
-}
-
-struct Server(std::process::Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(data: &Path, token: &str) -> Server {
-    server_with(data, token, &[])
-}
-
-fn server_with(data: &Path, token: &str, extra: &[&str]) -> Server {
-    let mut all = vec!["--insecure-http"];
-    all.extend_from_slice(extra);
-    spawn_server(data, token, &all)
-}
-
-fn spawn_server(data: &Path, token: &str, extra: &[&str]) -> Server {
-    let mut child = std::process::Command::new(jota_bin())
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            token,
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    Server(child, url)
 }
 
 fn fleet(s: &Server, token: &str, args: &[&str]) -> Value {

@@ -56,6 +56,42 @@ enum Cmd {
     },
     /// Print the default configuration (every key with its default) as TOML.
     DefaultConfig,
+    /// Provision the device with a fleet server (seed 003 §5.1): make its key once, send a
+    /// CSR with its serial number and MAC, and keep the certificate, the fleet CA and a
+    /// device token in the identity directory. Exit 0 when accepted, 3 while pending.
+    Provision {
+        /// Server URL.
+        #[arg(long, env = "JOTA_SERVER")]
+        server: String,
+        /// The fleet CA to pin (PEM): the server's DATA_DIR/tls/ca.pem.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A provisioning token (factory image) or the device's own token; without one an
+        /// operator accepts the device (`jota fleet accept`).
+        #[arg(long, env = "JOTA_PROVISION_TOKEN")]
+        token: Option<String>,
+        /// Serial number [default: ROOT/proc/device-tree/serial-number].
+        #[arg(long)]
+        serial: Option<String>,
+        /// MAC address [default: ROOT/sys/class/net/eth0/address].
+        #[arg(long)]
+        mac: Option<String>,
+        /// Device id, when there is no serial number and MAC.
+        #[arg(long)]
+        id: Option<String>,
+        /// Hardware (board id, e.g. 3767-0005-300).
+        #[arg(long, default_value = "")]
+        hardware: String,
+        /// Identity directory [default: DATA_DIR/identity of the agent configuration].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep asking while pending, up to this many seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `jota agent`.
@@ -64,6 +100,63 @@ pub fn run(a: Args) -> Result<u8> {
         Cmd::DefaultConfig => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(0)
+        }
+        Cmd::Provision {
+            server,
+            ca,
+            token,
+            serial,
+            mac,
+            id,
+            hardware,
+            dir,
+            wait,
+            json,
+        } => {
+            let root = DeviceRoot::at(&a.dev.root);
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    let path = a
+                        .dev
+                        .config
+                        .clone()
+                        .unwrap_or_else(|| root.path(jota_agent::config::CONFIG_FILE));
+                    let config = if path.exists() {
+                        Config::load(&path)?
+                    } else {
+                        Config::default()
+                    };
+                    root.path(&config.data_dir).join("identity")
+                }
+            };
+            let (hw_serial, hw_mac) = jota_agent::provision::hardware_identity(&a.dev.root);
+            let ca = ca
+                .map(|p| std::fs::read(&p).with_context(|| format!("--ca {}", p.display())))
+                .transpose()?;
+            let p = jota_agent::provision::provision(&jota_agent::provision::Options {
+                server,
+                ca,
+                token,
+                serial: serial.unwrap_or(hw_serial),
+                mac: mac.unwrap_or(hw_mac),
+                id,
+                hardware,
+                dir,
+                wait: std::time::Duration::from_secs(wait),
+            })?;
+            if json {
+                print_json(&p)?;
+            } else if p.state == "accepted" {
+                outln!("{}: provisioned; identity in {}", p.id, p.dir.display());
+            } else {
+                outln!(
+                    "{}: waiting for an operator (jota fleet accept {})",
+                    p.id,
+                    p.id
+                );
+            }
+            Ok(if p.state == "accepted" { 0 } else { 3 })
         }
         Cmd::Validate { json } => {
             let mut dev = a.dev.open()?;

@@ -89,6 +89,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Devices that asked to be provisioned without a provisioning token (and decisions).
+    Pending {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a pending device: it is registered and gets its certificate when it next asks.
+    Accept {
+        /// Device id.
+        id: String,
+        /// Tags to give it (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a pending device (that key is refused from now on).
+    Reject {
+        /// Device id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pre-authorised provisioning tokens (for factory images): create, list, revoke.
+    #[command(subcommand)]
+    ProvisionToken(TokenCmd),
     /// Staged rollouts: create, list, status, pause, resume, abort, evaluate.
     #[command(subcommand)]
     Rollout(RolloutCmd),
@@ -194,6 +222,39 @@ enum RolloutCmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Create one; prints the token (shown once).
+    Create {
+        /// Hardware the devices it registers get.
+        #[arg(long, default_value = "")]
+        hardware: String,
+        /// Tags the devices it registers get (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// How many devices it may register.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// Hours until it expires (default: never).
+        #[arg(long)]
+        expires_hours: Option<i64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List them (without the tokens).
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one: it registers nobody from now on.
+    Revoke {
+        /// Token id.
+        id: String,
     },
 }
 
@@ -402,6 +463,84 @@ pub fn run(a: Args) -> Result<()> {
                 return print_json(&v);
             }
             outln!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::Pending { json } => {
+            let v = c.get("/api/v1/provisioning")?;
+            if json {
+                return print_json(&v);
+            }
+            for p in v.as_array().into_iter().flatten() {
+                outln!(
+                    "{:<18} {:<9} serial {} mac {} hardware {}",
+                    p["id"].as_str().unwrap_or_default(),
+                    p["state"].as_str().unwrap_or_default(),
+                    p["serial"].as_str().unwrap_or_default(),
+                    p["mac"].as_str().unwrap_or_default(),
+                    p["hardware"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Accept { id, tags, json } => {
+            let v = c.post(
+                &format!("/api/v1/provisioning/{id}/accept"),
+                &json!({ "tags": tags }),
+            )?;
+            if json {
+                return print_json(&v);
+            }
+            outln!("{id}: accepted; it gets its certificate when it next asks");
+            Ok(())
+        }
+        Cmd::Reject { id, json } => {
+            let v = c.post(&format!("/api/v1/provisioning/{id}/reject"), &json!({}))?;
+            if json {
+                return print_json(&v);
+            }
+            outln!("{id}: rejected");
+            Ok(())
+        }
+        Cmd::ProvisionToken(TokenCmd::Create {
+            hardware,
+            tags,
+            uses,
+            expires_hours,
+            json,
+        }) => {
+            let v = c.post(
+                "/api/v1/provision-tokens",
+                &json!({ "hardware": hardware, "tags": tags, "uses": uses,
+                         "expires_seconds": expires_hours.map(|h| h * 3600) }),
+            )?;
+            if json {
+                return print_json(&v);
+            }
+            outln!("{}", v["token"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::ProvisionToken(TokenCmd::List { json }) => {
+            let v = c.get("/api/v1/provision-tokens")?;
+            if json {
+                return print_json(&v);
+            }
+            for t in v.as_array().into_iter().flatten() {
+                outln!(
+                    "{}  uses left {:>6}  hardware {:<16} tags {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["uses_left"],
+                    t["hardware"].as_str().unwrap_or_default(),
+                    t["tags"]
+                );
+            }
+            Ok(())
+        }
+        Cmd::ProvisionToken(TokenCmd::Revoke { id }) => {
+            c.call(
+                c.http
+                    .post(format!("{}/api/v1/provision-tokens/{id}/revoke", c.base)),
+            )?;
+            outln!("provisioning token {id}: revoked");
             Ok(())
         }
         Cmd::Cancel { id, json } => {

@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long)]
     #[serde(default)]
     insecure_http: bool,
+    /// jota's device endpoints accept only device certificates (mTLS), not device tokens
+    /// (provisioning and hawkBit DDI still take tokens).
+    #[arg(long)]
+    #[serde(default)]
+    require_device_cert: bool,
 }
 
 impl Args {
@@ -90,6 +95,7 @@ impl Args {
                 self.tls_names
             },
             insecure_http: self.insecure_http || f.insecure_http,
+            require_device_cert: self.require_device_cert || f.require_device_cert,
         })
     }
 }
@@ -137,6 +143,9 @@ pub fn run(a: Args) -> Result<()> {
         }),
         (None, None, false) => Some(self_issued(&a, &data_dir, listen)?),
     };
+    if a.require_device_cert && tls.is_none() {
+        bail!("--require-device-cert needs HTTPS (device certificates are checked in TLS)");
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rollout_seconds = a.rollout_seconds.unwrap_or(5.0);
     let config = ServerConfig {
@@ -149,6 +158,7 @@ pub fn run(a: Args) -> Result<()> {
         poll_seconds: a.poll_seconds.unwrap_or(60),
         ddi_gateway_token: a.ddi_gateway_token.clone(),
         tls,
+        require_device_cert: a.require_device_cert,
         rollout_interval: std::time::Duration::try_from_secs_f64(rollout_seconds)
             .ok()
             .filter(|d| !d.is_zero())

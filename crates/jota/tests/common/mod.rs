@@ -127,3 +127,55 @@ pub fn sim_releases(
     });
     root
 }
+
+/// A `jota server` process and its URL; killed when dropped.
+pub struct Server(pub std::process::Child, pub String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain-HTTP server on a free loopback port.
+pub fn server(data: &Path, token: &str) -> Server {
+    server_with(data, token, &[])
+}
+
+/// A plain-HTTP server with extra arguments.
+pub fn server_with(data: &Path, token: &str, extra: &[&str]) -> Server {
+    let mut all = vec!["--insecure-http"];
+    all.extend_from_slice(extra);
+    spawn_server(data, token, &all)
+}
+
+/// `jota server` with exactly these extra arguments; waits until it listens.
+pub fn spawn_server(data: &Path, token: &str, extra: &[&str]) -> Server {
+    let mut child = std::process::Command::new(jota_bin())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            token,
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    Server(child, url)
+}
