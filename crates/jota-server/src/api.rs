@@ -193,6 +193,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}", get(show_rollout))
         .route("/api/v1/rollouts/{id}/{action}", post(control_rollout))
         .route("/api/v1/devices/provision", post(provision))
+        .route("/api/v1/devices/{id}", get(show_device))
+        .route("/api/v1/devices/{id}/telemetry", get(device_telemetry))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/device/telemetry", post(telemetry))
+        // The seed's ota-telemetry.sh posts here (with X-Device-ID and its certificate).
+        .route("/api/v1/telemetry", post(telemetry))
+        .route("/api/v1/device/inventory", axum::routing::put(inventory))
         .route("/api/v1/provisioning", get(list_provisioning))
         .route(
             "/api/v1/provisioning/{id}/{decision}",
@@ -464,7 +471,12 @@ async fn show_rollout(
 /// Prometheus metrics, behind the admin token (`authorization: credentials` in a scrape job).
 async fn metrics(State(s): State<AppState>, h: HeaderMap) -> Res<Response> {
     admin(&s, &h)?;
-    let text = crate::metrics::render(&s.inner.store, &s.inner.counters).await?;
+    let text = crate::metrics::render(
+        &s.inner.store,
+        &s.inner.counters,
+        s.inner.config.poll_seconds,
+    )
+    .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -803,4 +815,135 @@ async fn revoke_provision_token(
     admin(&s, &h)?;
     s.inner.store.revoke_provision_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/device/telemetry` (and the seed's `/api/v1/telemetry`): a report of the
+/// authenticated device. A `device_id` in the body or an `X-Device-ID` header must name it.
+async fn telemetry(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    cert: Option<Extension<ClientCert>>,
+    body: Result<Json<crate::telemetry::Telemetry>, JsonRejection>,
+) -> Res<StatusCode> {
+    let d = device(&s, &h, cert).await?;
+    let t = json(body)?;
+    t.check()?;
+    let header = h.get("x-device-id").and_then(|v| v.to_str().ok());
+    for claimed in [t.device_id.as_deref(), header].into_iter().flatten() {
+        if claimed != d.id {
+            return Err(ServerError::Forbidden(format!(
+                "telemetry for `{claimed}` from device `{}`",
+                d.id
+            )));
+        }
+    }
+    crate::metrics::Counters::inc(&s.inner.counters.telemetry);
+    s.inner.store.add_telemetry(&d.id, &t, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/device/inventory`: the device's version report (seed §9.3), a JSON object
+/// that replaces the previous one.
+async fn inventory(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    cert: Option<Extension<ClientCert>>,
+    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+) -> Res<StatusCode> {
+    let d = device(&s, &h, cert).await?;
+    let inv = json(body)?;
+    if let Some(v) = inv.get("uptime_seconds") {
+        if !v.is_u64() {
+            return Err(ServerError::BadRequest(
+                "inventory: uptime_seconds is a whole number of seconds".into(),
+            ));
+        }
+    }
+    s.inner.store.set_inventory(&d.id, &inv, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A device with everything known about it.
+#[derive(Serialize)]
+struct DeviceDetail {
+    #[serde(flatten)]
+    device: DeviceRow,
+    inventory: serde_json::Value,
+    inventory_at: Option<i64>,
+    /// The newest report, if any.
+    telemetry: Option<crate::telemetry::TelemetryRow>,
+    /// Boots in the last day.
+    boots: Vec<i64>,
+    /// Its deployments, newest first (at most 20).
+    deployments: Vec<DeploymentRow>,
+    /// Its alerts now.
+    alerts: Vec<crate::alerts::Alert>,
+}
+
+async fn device_detail(s: &AppState, id: &str) -> Res<DeviceDetail> {
+    let store = &s.inner.store;
+    store.flush_heartbeats().await?;
+    let device = store
+        .device(id)
+        .await?
+        .ok_or_else(|| ServerError::NotFound(format!("no device `{id}`")))?;
+    let (inventory, inventory_at) = store.inventory(id).await?;
+    let mut deployments = store.deployments_of(id).await?;
+    deployments.truncate(20);
+    let at = now();
+    Ok(DeviceDetail {
+        inventory,
+        inventory_at,
+        telemetry: store.telemetry_of(id, 1).await?.pop(),
+        boots: store.boots_of(id, at - 86400).await?,
+        deployments,
+        alerts: store
+            .alerts(at, s.inner.config.poll_seconds)
+            .await?
+            .into_iter()
+            .filter(|a| a.device_id.as_deref() == Some(id))
+            .collect(),
+        device,
+    })
+}
+
+async fn show_device(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Res<Json<DeviceDetail>> {
+    admin(&s, &h)?;
+    Ok(Json(device_detail(&s, &id).await?))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<i64>,
+}
+
+async fn device_telemetry(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Res<Json<Vec<crate::telemetry::TelemetryRow>>> {
+    admin(&s, &h)?;
+    if s.inner.store.device(&id).await?.is_none() {
+        return Err(ServerError::NotFound(format!("no device `{id}`")));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ServerError::BadRequest("limit: 1 to 10000".into()));
+    }
+    Ok(Json(s.inner.store.telemetry_of(&id, limit).await?))
+}
+
+async fn alerts(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<crate::alerts::Alert>>> {
+    admin(&s, &h)?;
+    Ok(Json(
+        s.inner
+            .store
+            .alerts(now(), s.inner.config.poll_seconds)
+            .await?,
+    ))
 }

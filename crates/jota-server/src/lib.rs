@@ -6,8 +6,11 @@
 //! Devices provision themselves (a CSR, answered with a certificate from the fleet CA) and
 //! then authenticate by that certificate (mTLS) or by token.
 //!
-//! Not yet (issue 6 is open): telemetry, dashboard, S3.
+//! Devices report telemetry and inventory; alerts are worked out from them.
+//!
+//! Not yet (issue 6 is open): dashboard, S3.
 
+pub mod alerts;
 pub mod api;
 pub mod artifacts;
 pub mod ddi;
@@ -15,6 +18,7 @@ pub mod metrics;
 pub mod provision;
 pub mod rollout;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod window;
 
@@ -96,6 +100,8 @@ pub struct ServerConfig {
     pub rollout_interval: std::time::Duration,
     /// jota's device endpoints accept only a device certificate (mTLS), not a token.
     pub require_device_cert: bool,
+    /// Telemetry older than this is deleted.
+    pub telemetry_retention: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -133,6 +139,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
     let interval = config.rollout_interval;
     let evaluator = store.clone();
     let heartbeats = store.clone();
+    let pruner = store.clone();
+    let retention = config.telemetry_retention.as_secs() as i64;
     // The fleet CA signs device certificates, and the TLS listener checks them against it.
     let ca_dir = config.data_dir.join("tls");
     let device_ca = provision::DeviceCa::open(&ca_dir)?;
@@ -175,10 +183,22 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
                 }
             }
         };
+        let prune = async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                t.tick().await;
+                match pruner.prune_telemetry(store::now() - retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(reports = n, "old telemetry deleted"),
+                    Err(e) => tracing::error!("deleting old telemetry: {e}"),
+                }
+            }
+        };
         let r = tokio::select! {
             r = serve => r,
             _ = tick => Ok(()),
             _ = flush => Ok(()),
+            _ = prune => Ok(()),
         };
         // What was buffered is written before a clean stop.
         heartbeats.flush_heartbeats().await?;

@@ -17,6 +17,8 @@ pub struct Counters {
     pub reports: AtomicU64,
     /// hawkBit DDI requests.
     pub ddi: AtomicU64,
+    /// Telemetry reports.
+    pub telemetry: AtomicU64,
 }
 
 impl Counters {
@@ -34,7 +36,11 @@ fn label(v: &str) -> String {
 }
 
 /// The exposition text.
-pub async fn render(store: &Store, counters: &Counters) -> Result<String, ServerError> {
+pub async fn render(
+    store: &Store,
+    counters: &Counters,
+    poll_seconds: u64,
+) -> Result<String, ServerError> {
     let mut out = String::new();
     let count = |sql: &'static str| async move {
         let r = sqlx::query(sql).fetch_one(&store.read).await.map_err(db)?;
@@ -93,6 +99,12 @@ pub async fn render(store: &Store, counters: &Counters) -> Result<String, Server
                 );
             }
             let _ = writeln!(out, "jota_rollout_phase{{rollout=\"{id}\"}} {}", r.phase);
+            let m = &st.metrics;
+            let _ = writeln!(
+                out,
+                "jota_rollout_success_percent{{rollout=\"{id}\"}} {}\njota_rollout_rollback_percent{{rollout=\"{id}\"}} {}\njota_rollout_bytes_downloaded{{rollout=\"{id}\"}} {}\njota_rollout_mean_update_seconds{{rollout=\"{id}\"}} {}",
+                m.success_percent, m.rollback_percent, m.bytes_downloaded, m.mean_update_seconds
+            );
         }
     }
     let _ = writeln!(out, "# HELP jota_requests_total Device requests answered by this replica.\n# TYPE jota_requests_total counter");
@@ -100,11 +112,26 @@ pub async fn render(store: &Store, counters: &Counters) -> Result<String, Server
         ("poll", &counters.polls),
         ("status", &counters.reports),
         ("ddi", &counters.ddi),
+        ("telemetry", &counters.telemetry),
     ] {
         let _ = writeln!(
             out,
             "jota_requests_total{{kind=\"{k}\"}} {}",
             c.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP jota_alerts Alerts now, by kind and severity.\n# TYPE jota_alerts gauge"
+    );
+    let mut alerts = std::collections::BTreeMap::new();
+    for a in store.alerts(crate::store::now(), poll_seconds).await? {
+        *alerts.entry((a.kind, a.severity)).or_insert(0u64) += 1;
+    }
+    for ((kind, severity), n) in alerts {
+        let _ = writeln!(
+            out,
+            "jota_alerts{{kind=\"{kind}\",severity=\"{severity}\"}} {n}"
         );
     }
     Ok(out)

@@ -219,6 +219,28 @@ pub struct RolloutStatus {
     pub phases: Vec<PhaseCounts>,
     /// All phases together.
     pub total: PhaseCounts,
+    /// Seed §20.2's per-rollout numbers.
+    #[serde(default)]
+    pub metrics: RolloutMetrics,
+}
+
+/// How a rollout is going (seed 001 §20.2, per rollout).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RolloutMetrics {
+    /// Deployments that ended (success, failure, rolled back).
+    pub finished: u64,
+    /// Successes over finished deployments, percent.
+    pub success_percent: f64,
+    /// Rollbacks over finished deployments, percent.
+    pub rollback_percent: f64,
+    /// Mean seconds from a device's first report to its success (download, install,
+    /// reboot, validation).
+    pub mean_update_seconds: f64,
+    /// Bytes the devices reported downloading.
+    pub bytes_downloaded: i64,
+    /// Seconds from creation to the end, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_done: Option<i64>,
 }
 
 /// What an evaluation did to a rollout.
@@ -490,11 +512,54 @@ impl Store {
         for p in &phases {
             total.sum(p);
         }
+        let metrics = self.rollout_metrics(&r).await?;
         Ok(Some(RolloutStatus {
             rollout: r,
             phases,
             total,
+            metrics,
         }))
+    }
+
+    /// The §20.2 numbers of rollout `r`, in one query over its deployments.
+    async fn rollout_metrics(&self, r: &RolloutRow) -> Result<RolloutMetrics, ServerError> {
+        let row = sqlx::query(
+            "SELECT \
+             CAST(COALESCE(SUM(CASE WHEN state IN ('success', 'failure', 'rolled-back') THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished, \
+             CAST(COALESCE(SUM(CASE WHEN state = 'success' THEN 1 ELSE 0 END), 0) AS BIGINT) AS ok, \
+             CAST(COALESCE(SUM(CASE WHEN state = 'rolled-back' THEN 1 ELSE 0 END), 0) AS BIGINT) AS back, \
+             CAST(COALESCE(SUM(downloaded_bytes), 0) AS BIGINT) AS bytes, \
+             CAST(COALESCE(SUM(CASE WHEN state = 'success' THEN updated - \
+                 COALESCE((SELECT MIN(e.at) FROM events e WHERE e.deployment_id = x.id), updated) \
+                 ELSE 0 END), 0) AS BIGINT) AS seconds \
+             FROM deployments x WHERE rollout_id = $1",
+        )
+        .bind(&r.id)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db)?;
+        // (SUM is NUMERIC on PostgreSQL, hence the casts.)
+        let get = |name: &str| row.try_get::<i64, _>(name).map_err(db);
+        let (finished, ok, back) = (get("finished")?, get("ok")?, get("back")?);
+        let pct = |n: i64| {
+            if finished == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / finished as f64
+            }
+        };
+        Ok(RolloutMetrics {
+            finished: finished as u64,
+            success_percent: pct(ok),
+            rollback_percent: pct(back),
+            mean_update_seconds: if ok == 0 {
+                0.0
+            } else {
+                get("seconds")? as f64 / ok as f64
+            },
+            bytes_downloaded: get("bytes")?,
+            seconds_to_done: (r.state == "done").then_some(r.updated - r.created),
+        })
     }
 
     /// Pauses (`pause`), resumes (`resume`, also after a halt), aborts (`abort`: the

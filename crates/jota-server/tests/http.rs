@@ -78,6 +78,7 @@ impl Server {
                 tls: None,
                 rollout_interval: std::time::Duration::from_millis(100),
                 require_device_cert: false,
+                telemetry_retention: std::time::Duration::from_secs(14 * 86400),
             }))
             .unwrap();
         Server {

@@ -196,7 +196,7 @@ async fn scenario(store: Store) {
     );
 
     // The same metrics on either database.
-    let m = jota_server::metrics::render(&store, &Default::default())
+    let m = jota_server::metrics::render(&store, &Default::default(), 60)
         .await
         .unwrap();
     for line in [

@@ -158,6 +158,81 @@ fn devices_provision_and_poll_with_their_certificates() {
     assert_eq!(dev["hardware"], "3767-0005-300");
     assert_eq!(dev["tags"], serde_json::json!(["region=eu", "risk=canary"]));
 
+    // The seed's ota-telemetry.sh, as it is, with the device's certificate: its JSON to
+    // /api/v1/telemetry with X-Device-ID.
+    let seed_payload = r#"{
+"device_id": "70854f56040d67c4",
+"timestamp": "2026-12-04T05:00:00Z",
+"ota_version": "1.0.0",
+"boot_slot": "0",
+"boot_successful": 1,
+"uptime_seconds": 4242,
+"rootfs_usage_pct": 41,
+"temperature_mc": 48500,
+"memory_available_kb": 5723456,
+"gpu_utilization_pct": 0,
+"last_ota_status": "none",
+"last_ota_timestamp": "none",
+"rollback_count": 0
+}"#;
+    let telemetry = |device_header: &str, body: &str| {
+        let id = a.join("identity");
+        let o = std::process::Command::new(tool("curl"))
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .arg("-H")
+            .arg(format!("X-Device-ID: {device_header}"))
+            .arg("--cacert")
+            .arg(id.join("ca.pem"))
+            .arg("--cert")
+            .arg(id.join("device.pem"))
+            .arg("--key")
+            .arg(id.join("device.key"))
+            .args(["-d", body])
+            .arg(format!("{}/api/v1/telemetry", s.1))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    assert_eq!(telemetry("70854f56040d67c4", seed_payload).0, 204);
+    let (code, msg) = telemetry("someone-else", seed_payload);
+    assert_eq!(code, 403, "{msg}");
+    let (code, msg) = telemetry("70854f56040d67c4", r#"{"rootfs_usage_pct": 140}"#);
+    assert_eq!(code, 400);
+    assert!(msg.contains("rootfs_usage_pct"), "{msg}");
+    let (code, msg) = telemetry("70854f56040d67c4", r#"{"temprature_mc": 1}"#);
+    assert_eq!(code, 400);
+    assert!(msg.contains("temprature_mc"), "{msg}");
+    // The §9.3 version report as inventory.
+    let o = std::process::Command::new(tool("curl"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "Content-Type: application/json"])
+        .arg("--cacert")
+        .arg(ident.join("ca.pem"))
+        .arg("--cert")
+        .arg(ident.join("device.pem"))
+        .arg("--key")
+        .arg(ident.join("device.key"))
+        .args(["-d", r##"{"l4t": "# R36 (release), REVISION: 4.0", "kernel": "5.15.148-tegra", "rootfs_slot": "A"}"##])
+        .arg(format!("{}/api/v1/device/inventory", s.1))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "204");
+    let detail = fleet(&s, &ca, &["device", "70854f56040d67c4"]);
+    assert_eq!(detail["inventory"]["kernel"], "5.15.148-tegra");
+    assert_eq!(detail["telemetry"]["report"]["temperature_mc"], 48500);
+    assert_eq!(detail["telemetry"]["report"]["boot_slot"], "0");
+    assert_eq!(detail["boots"].as_array().unwrap().len(), 1);
+    assert_eq!(fleet(&s, &ca, &["alerts"]), serde_json::json!([]));
+
     // The token has no use left: a second device waits for an operator.
     let b = device_root(d.path(), "1424621099999", "48:b0:2d:0a:0b:0c");
     let (code, v, err) = provision(&s, &ca, &b, Some(&factory));

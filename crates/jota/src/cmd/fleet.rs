@@ -60,6 +60,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// One device: inventory, newest telemetry, boots of the last day, deployments, alerts.
+    Device {
+        /// Device id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Alerts now (boot loops, updates stuck in their reboot, devices unreachable after an
+    /// update, halted rollouts), pages first.
+    Alerts {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy an artifact to one device (replaces its active deployment).
     Deploy {
         /// Artifact id.
@@ -463,6 +478,77 @@ pub fn run(a: Args) -> Result<()> {
                 return print_json(&v);
             }
             outln!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::Device { id, json } => {
+            let v = c.get(&format!("/api/v1/devices/{id}"))?;
+            if json {
+                return print_json(&v);
+            }
+            let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+            outln!(
+                "device {}  hardware {}  version {}",
+                s("id"),
+                s("hardware"),
+                s("version")
+            );
+            let inv = v["inventory"].as_object().cloned().unwrap_or_default();
+            for (k, x) in &inv {
+                outln!(
+                    "  {k}: {}",
+                    x.as_str().map(String::from).unwrap_or(x.to_string())
+                );
+            }
+            if let Some(t) = v["telemetry"]["report"].as_object() {
+                let line: Vec<String> = t
+                    .iter()
+                    .map(|(k, x)| {
+                        format!(
+                            "{k}={}",
+                            x.as_str().map(String::from).unwrap_or(x.to_string())
+                        )
+                    })
+                    .collect();
+                outln!("  telemetry: {}", line.join(" "));
+            }
+            outln!(
+                "  boots in the last day: {}",
+                v["boots"].as_array().map_or(0, |b| b.len())
+            );
+            for d in v["deployments"].as_array().into_iter().flatten().take(5) {
+                outln!(
+                    "  deployment {} {} {}",
+                    d["id"].as_str().unwrap_or_default(),
+                    d["artifact_id"].as_str().unwrap_or_default(),
+                    d["state"].as_str().unwrap_or_default()
+                );
+            }
+            for a in v["alerts"].as_array().into_iter().flatten() {
+                outln!(
+                    "  ALERT {}: {}",
+                    a["kind"].as_str().unwrap_or_default(),
+                    a["message"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Alerts { json } => {
+            let v = c.get("/api/v1/alerts")?;
+            if json {
+                return print_json(&v);
+            }
+            for a in v.as_array().into_iter().flatten() {
+                outln!(
+                    "{:<11} {:<24} {:<18} {}",
+                    a["severity"].as_str().unwrap_or_default(),
+                    a["kind"].as_str().unwrap_or_default(),
+                    a["device_id"]
+                        .as_str()
+                        .or(a["rollout_id"].as_str())
+                        .unwrap_or("-"),
+                    a["message"].as_str().unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Cmd::Pending { json } => {

@@ -61,6 +61,9 @@ pub struct Args {
     #[arg(long)]
     #[serde(default)]
     insecure_http: bool,
+    /// Days telemetry is kept [default: 14].
+    #[arg(long)]
+    telemetry_days: Option<u64>,
     /// jota's device endpoints accept only device certificates (mTLS), not device tokens
     /// (provisioning and hawkBit DDI still take tokens).
     #[arg(long)]
@@ -96,6 +99,7 @@ impl Args {
             },
             insecure_http: self.insecure_http || f.insecure_http,
             require_device_cert: self.require_device_cert || f.require_device_cert,
+            telemetry_days: self.telemetry_days.or(f.telemetry_days),
         })
     }
 }
@@ -159,6 +163,9 @@ pub fn run(a: Args) -> Result<()> {
         ddi_gateway_token: a.ddi_gateway_token.clone(),
         tls,
         require_device_cert: a.require_device_cert,
+        telemetry_retention: std::time::Duration::from_secs(
+            a.telemetry_days.unwrap_or(14).max(1) * 86400,
+        ),
         rollout_interval: std::time::Duration::try_from_secs_f64(rollout_seconds)
             .ok()
             .filter(|d| !d.is_zero())
