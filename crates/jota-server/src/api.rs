@@ -196,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(show_device))
         .route("/api/v1/devices/{id}/telemetry", get(device_telemetry))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/dashboard/links", post(dashboard_link))
         .route("/api/v1/device/telemetry", post(telemetry))
         // The seed's ota-telemetry.sh posts here (with X-Device-ID and its certificate).
         .route("/api/v1/telemetry", post(telemetry))
@@ -219,6 +220,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .merge(crate::ddi::routes())
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(state)
 }
@@ -945,5 +947,32 @@ async fn alerts(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<crate::
             .store
             .alerts(now(), s.inner.config.poll_seconds)
             .await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /api/v1/dashboard/links`: a one-time sign-in link to the dashboard (10 minutes).
+async fn dashboard_link(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Option<Json<LinkRequest>>,
+) -> Res<(StatusCode, Json<serde_json::Value>)> {
+    admin(&s, &h)?;
+    let next = body
+        .and_then(|Json(b)| b.next)
+        .unwrap_or_else(|| "/dashboard".into());
+    crate::dashboard::check_next(&next)?;
+    let secret = s.inner.store.add_session("link", &next, now()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "path": format!("/dashboard/login?once={secret}"), "expires_seconds": 600 }),
+        ),
     ))
 }

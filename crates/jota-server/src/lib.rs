@@ -8,11 +8,14 @@
 //!
 //! Devices report telemetry and inventory; alerts are worked out from them.
 //!
-//! Not yet (issue 6 is open): dashboard, S3.
+//! A server-rendered dashboard shows the fleet, its rollouts and each device.
+//!
+//! Not yet (issue 6 is open): S3.
 
 pub mod alerts;
 pub mod api;
 pub mod artifacts;
+pub mod dashboard;
 pub mod ddi;
 pub mod metrics;
 pub mod provision;

@@ -885,3 +885,298 @@ fn maintenance_window_holds_back_the_poll() {
     assert!(ddi("closed", &tokens[0])["_links"]["deploymentBase"].is_null());
     assert!(ddi("open", &tokens[1])["_links"]["deploymentBase"].is_object());
 }
+
+/// Runs Debian's headless Chromium on `url` with a fresh profile; returns the DOM it ends
+/// up with (after redirects), and writes a screenshot when asked.
+fn chromium(url: &str, screenshot: Option<&Path>) -> String {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chromium is not installed (apt-get install chromium; .ci/run does)");
+    let profile = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--window-size=1280,1800",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    match screenshot {
+        Some(p) => c.arg(format!("--screenshot={}", p.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let o = c.arg(url).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The text a person reads: the DOM without tags, whitespace collapsed.
+fn visible(dom: &str) -> String {
+    let mut dom = dom.to_string();
+    while let (Some(a), Some(b)) = (dom.find("<style"), dom.find("</style>")) {
+        dom.replace_range(a..b + "</style>".len(), "");
+    }
+    let mut out = String::new();
+    let mut tag = false;
+    for ch in dom.chars() {
+        match ch {
+            '<' => tag = true,
+            '>' => {
+                tag = false;
+                out.push(' ');
+            }
+            c if !tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The dashboard in a real browser: a rollout halted by a rollback, a device with telemetry
+/// and inventory, what a person sees on the overview, the rollout page and the device page;
+/// sign-in by one-time link and by form; nothing without a session.
+#[test]
+fn dashboard_in_headless_chromium() {
+    let s = Server::new();
+    let d = tempfile::tempdir().unwrap();
+    let a: Value = s
+        .upload(&bundle(d.path(), "ed25519.key.pem"))
+        .json()
+        .unwrap();
+    let art = a["id"].as_str().unwrap().to_string();
+    let devices: Vec<Value> = (1..=6)
+        .map(|i| json!({ "id": format!("orin-{i}"), "hardware": "3767-0005-300", "tags": if i <= 2 { vec!["risk=canary"] } else { vec![] } }))
+        .collect();
+    let regs: Value = s
+        .post(
+            "/api/v1/devices/batch",
+            ADMIN,
+            &json!({ "devices": devices }),
+        )
+        .json()
+        .unwrap();
+    let token = |i: usize| regs[i - 1]["token"].as_str().unwrap().to_string();
+    for i in 1..=6 {
+        assert_eq!(
+            s.get("/api/v1/device/poll?version=1.0.0", &token(i))
+                .status(),
+            200
+        );
+    }
+    let r: Value = s
+        .post(
+            "/api/v1/rollouts",
+            ADMIN,
+            &json!({ "name": "spring-release", "artifact": art,
+                     "phases": [{"name": "canary", "percent": 34}, {"name": "all", "percent": 100}] }),
+        )
+        .json()
+        .unwrap();
+    let rollout = r["rollout"]["id"].as_str().unwrap().to_string();
+    // The canaries: orin-1 succeeds, orin-2 rolls back; the gate halts the rollout.
+    let report = |i: usize, state: &str, msg: &str| {
+        let p: Value = s
+            .get("/api/v1/device/poll?version=1.0.0", &token(i))
+            .json()
+            .unwrap();
+        let dep = p["deployment"]["id"].as_str().unwrap().to_string();
+        let r = s.post(
+            "/api/v1/device/status",
+            &token(i),
+            &json!({ "deployment": dep, "state": state, "progress": 100, "downloaded_bytes": 262144, "message": msg }),
+        );
+        assert_eq!(r.status(), 200);
+    };
+    for st in ["downloading", "installing", "rebooting", "validating"] {
+        report(1, st, "");
+        report(2, st, "");
+    }
+    report(1, "success", "");
+    report(
+        2,
+        "rolled-back",
+        "validation failed: app-health did not answer",
+    );
+    s.get("/api/v1/device/poll?version=2.0.0", &token(1));
+    // Reports of one boot (uptime grows as time passes; here they come at once).
+    for (t, up) in [(47_500, 600), (48_500, 630), (51_000, 660)] {
+        let r = s.post(
+            "/api/v1/device/telemetry",
+            &token(1),
+            &json!({ "ota_version": "2.0.0", "boot_slot": "1", "uptime_seconds": up, "temperature_mc": t,
+                     "memory_available_kb": 5_000_000, "rootfs_usage_pct": 41 }),
+        );
+        assert_eq!(r.status(), 204);
+    }
+    let r = s
+        .http
+        .put(format!("{}/api/v1/device/inventory", s.base))
+        .bearer_auth(token(1))
+        .json(&json!({ "l4t": "R36 (release), REVISION: 4.0", "kernel": "5.15.148-tegra" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Wait for the evaluator (every 100 ms) to halt the rollout.
+    for _ in 0..100 {
+        let st: Value = s
+            .get(&format!("/api/v1/rollouts/{rollout}"), ADMIN)
+            .json()
+            .unwrap();
+        if st["rollout"]["state"] == "halted" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Without a session: the sign-in form, and nothing else.
+    let r = s.http.get(format!("{}/dashboard", s.base)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let text = r.text().unwrap();
+    assert!(text.contains("name=\"token\"") && !text.contains("spring-release"));
+    err(
+        s.post(
+            "/api/v1/dashboard/links",
+            ADMIN,
+            &json!({ "next": "https://evil.example/" }),
+        ),
+        400,
+        "next",
+    );
+    err(
+        s.post("/api/v1/dashboard/links", "nope", &json!({})),
+        401,
+        "admin",
+    );
+    let link = |next: &str| -> String {
+        let v: Value = s
+            .post("/api/v1/dashboard/links", ADMIN, &json!({ "next": next }))
+            .json()
+            .unwrap();
+        format!("{}{}", s.base, v["path"].as_str().unwrap())
+    };
+
+    // The overview, as Chromium shows it.
+    let url = link("/dashboard");
+    let page = visible(&chromium(&url, None));
+    assert!(!page.contains("font:14px"), "styles are not text");
+    for want in [
+        "Fleet overview",
+        "6 devices",
+        "spring-release",
+        "halted",
+        "canary (1/2)",
+        // 34 % of 6: three canaries, the third not started yet.
+        "1 of 6 succeeded · 1 updating · 0 failed · 1 rolled back · 3 waiting",
+        "rollout-halted",
+        "investigate",
+        "device version when rollout message orin-2 2.0.0",
+        "validation failed: app-health did not answer",
+        "1.0.0 5",
+        "2.0.0 1",
+    ] {
+        assert!(page.contains(want), "no `{want}` in: {page}");
+    }
+    // A link works once.
+    let again = visible(&chromium(&url, None));
+    assert!(
+        again.contains("used up or expired") && !again.contains("spring-release"),
+        "{again}"
+    );
+
+    // The rollout: phases with their counts, the rollback, the metrics.
+    let page = visible(&chromium(
+        &link(&format!("/dashboard/rollouts/{rollout}")),
+        None,
+    ));
+    for want in [
+        "Rollout spring-release",
+        "canary ◀ current",
+        "1 of 3 succeeded · 1 updating · 0 failed · 1 rolled back · 0 waiting",
+        "50.0 % success rate",
+        "50.0 % rollback rate",
+        "orin-2 rolled-back",
+    ] {
+        assert!(page.contains(want), "no `{want}` in: {page}");
+    }
+
+    // A device: inventory, telemetry history with its chart, deployments with reports.
+    let dom = chromium(&link("/dashboard/devices/orin-1"), None);
+    assert!(dom.contains("<polyline"), "the temperature chart");
+    let page = visible(&dom);
+    for want in [
+        "Device orin-1",
+        "version 2.0.0",
+        "kernel 5.15.148-tegra",
+        "47.5–51.0 °C over 3 reports",
+        "Boots in the last day: 1",
+        "success",
+    ] {
+        assert!(page.contains(want), "no `{want}` in: {page}");
+    }
+    assert!(
+        page.contains("downloading 100% installing 100% rebooting 100%"),
+        "{page}"
+    );
+
+    // A screenshot a person would look at: a real rendering, not a blank page.
+    let shot = d.path().join("overview.png");
+    chromium(&link("/dashboard"), Some(&shot));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+
+    // The form: the admin token gives a session cookie; signing out ends it.
+    let no_redirect = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", "wrong")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = no_redirect
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let get = |path: &str| {
+        no_redirect
+            .get(format!("{}{path}", s.base))
+            .header("cookie", &session)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(get("/dashboard/devices?q=orin-3").status(), 200);
+    assert!(get("/dashboard/devices?q=orin-3")
+        .text()
+        .unwrap()
+        .contains("orin-3"));
+    assert_eq!(get("/dashboard/devices/nope").status(), 404);
+    let r = no_redirect
+        .post(format!("{}/dashboard/logout", s.base))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(get("/dashboard").status(), 401);
+}

@@ -68,6 +68,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a one-time sign-in link to the dashboard (valid 10 minutes).
+    Dashboard {
+        /// The page it opens (a /dashboard path).
+        #[arg(long, default_value = "/dashboard")]
+        next: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Alerts now (boot loops, updates stuck in their reboot, devices unreachable after an
     /// update, halted rollouts), pages first.
     Alerts {
@@ -530,6 +539,15 @@ pub fn run(a: Args) -> Result<()> {
                     a["message"].as_str().unwrap_or_default()
                 );
             }
+            Ok(())
+        }
+        Cmd::Dashboard { next, json } => {
+            let v = c.post("/api/v1/dashboard/links", &json!({ "next": next }))?;
+            let url = format!("{}{}", c.base, v["path"].as_str().unwrap_or_default());
+            if json {
+                return print_json(&json!({ "url": url, "expires_seconds": v["expires_seconds"] }));
+            }
+            outln!("{url}");
             Ok(())
         }
         Cmd::Alerts { json } => {
