@@ -29,6 +29,7 @@ struct Inner {
     config: ServerConfig,
     store: Store,
     artifacts: PathBuf,
+    artifact_store: artifacts::ArtifactStore,
     keyring: PathBuf,
     admin_hash: String,
     counters: crate::metrics::Counters,
@@ -53,11 +54,14 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("keyring"));
         let admin_hash = token_hash(&config.admin_token);
+        let artifact_store =
+            artifacts::ArtifactStore::open(config.artifact_store.as_deref(), &artifacts)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
                 store,
                 artifacts,
+                artifact_store,
                 keyring,
                 admin_hash,
                 counters: Default::default(),
@@ -74,8 +78,8 @@ impl AppState {
     pub(crate) fn config(&self) -> &ServerConfig {
         &self.inner.config
     }
-    pub(crate) fn artifacts_dir(&self) -> &std::path::Path {
-        &self.inner.artifacts
+    pub(crate) fn artifact_store(&self) -> &artifacts::ArtifactStore {
+        &self.inner.artifact_store
     }
     pub(crate) fn counters(&self) -> &crate::metrics::Counters {
         &self.inner.counters
@@ -93,7 +97,7 @@ impl IntoResponse for ServerError {
             ServerError::Gone(_) => StatusCode::GONE,
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ServerError::Database(_) | ServerError::Io { .. } => {
+            ServerError::Database(_) | ServerError::Storage(_) | ServerError::Io { .. } => {
                 tracing::error!("{self}");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -232,6 +236,7 @@ async fn upload(
 ) -> Res<(StatusCode, Json<ArtifactRow>)> {
     admin(&s, &h)?;
     let a = artifacts::receive(
+        &s.inner.artifact_store,
         &s.inner.artifacts,
         &s.inner.keyring,
         body,
@@ -337,8 +342,60 @@ struct DeviceView {
     deployment: Option<DeploymentRow>,
 }
 
-async fn list_devices(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<DeviceView>>> {
+/// Which devices a listing shows: every filter given must match.
+#[derive(Default)]
+struct DeviceQuery {
+    /// Hardware starts with this.
+    hardware: Option<String>,
+    /// Has every one of these tags.
+    tags: Vec<String>,
+    /// Runs this version (`none`: has not reported one).
+    version: Option<String>,
+    /// Its active deployment is in this state (`idle`: it has none).
+    state: Option<String>,
+}
+
+impl DeviceQuery {
+    fn parse(pairs: Vec<(String, String)>) -> Res<DeviceQuery> {
+        let mut q = DeviceQuery::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "hardware" => q.hardware = Some(v),
+                "tag" => q.tags.push(v),
+                "version" => q.version = Some(v),
+                "state" => q.state = Some(v),
+                other => {
+                    return Err(ServerError::BadRequest(format!(
+                        "unknown filter `{other}` (hardware, tag, version, state)"
+                    )))
+                }
+            }
+        }
+        Ok(q)
+    }
+    fn matches(&self, d: &DeviceRow, dep: Option<&DeploymentRow>) -> bool {
+        self.hardware
+            .as_ref()
+            .is_none_or(|h| d.hardware.starts_with(h.as_str()))
+            && self.tags.iter().all(|t| d.tags.contains(t))
+            && self.version.as_ref().is_none_or(|v| match &d.version {
+                None => v == "none",
+                Some(x) => x == v,
+            })
+            && self.state.as_ref().is_none_or(|st| match dep {
+                None => st == "idle",
+                Some(x) => x.state == *st,
+            })
+    }
+}
+
+async fn list_devices(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Query(filters): Query<Vec<(String, String)>>,
+) -> Res<Json<Vec<DeviceView>>> {
     admin(&s, &h)?;
+    let filter = DeviceQuery::parse(filters)?;
     // Two queries, not one per device.
     let mut active: std::collections::HashMap<String, DeploymentRow> = s
         .inner
@@ -354,9 +411,14 @@ async fn list_devices(State(s): State<AppState>, h: HeaderMap) -> Res<Json<Vec<D
         .devices()
         .await?
         .into_iter()
-        .map(|d| DeviceView {
-            deployment: active.remove(&d.id),
-            device: d,
+        .filter_map(|d| {
+            let deployment = active.remove(&d.id);
+            filter
+                .matches(&d, deployment.as_ref())
+                .then_some(DeviceView {
+                    deployment,
+                    device: d,
+                })
         })
         .collect();
     Ok(Json(out))
@@ -637,12 +699,7 @@ async fn download(
         .artifact(&id)
         .await?
         .ok_or_else(|| ServerError::NotFound(format!("no artifact `{id}`")))?;
-    artifacts::serve(
-        &artifacts::file_of(&s.inner.artifacts, &a.id),
-        &a.sha256,
-        &h,
-    )
-    .await
+    artifacts::serve(&s.inner.artifact_store, &a.id, a.size as u64, &a.sha256, &h).await
 }
 
 /// `POST /api/v1/devices/provision`: a device asks for its certificate (see

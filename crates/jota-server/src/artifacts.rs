@@ -1,7 +1,8 @@
 //! Artifacts: uploads are stored whole, then verified before they are recorded — a jota
 //! bundle against the server's keyring and its signed payload hash, a SWUpdate `.swu` (for
 //! devices on hawkBit DDI) as SWUpdate will read it; downloads honour Range, If-Range and
-//! If-None-Match with the file's sha256 as its ETag.
+//! If-None-Match with the file's sha256 as its ETag. Files live in a local directory or in
+//! an S3-compatible bucket ([`ArtifactStore`]).
 
 use crate::store::{now, ArtifactRow};
 use crate::ServerError;
@@ -14,15 +15,131 @@ use jota_bundle::sign::Keyring;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-/// Where artifact files live.
+/// Where artifact files live, in a local directory.
 pub fn file_of(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.artifact"))
 }
 
-/// Stores an uploaded body under `dir`, verifies it (a jota bundle trusted by `keyring`, or
-/// a `.swu`, told apart by the cpio magic) and returns its record. Nothing is kept when it
-/// is rejected.
+/// Where artifact files are kept.
+#[derive(Clone, Debug)]
+pub enum ArtifactStore {
+    /// A local directory (`DATA_DIR/artifacts`).
+    Local(PathBuf),
+    /// An S3-compatible bucket, under a prefix (`s3://bucket/prefix`).
+    Object {
+        /// The bucket.
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        /// The prefix of every key.
+        prefix: object_store::path::Path,
+    },
+}
+
+fn storage(e: object_store::Error) -> ServerError {
+    ServerError::Storage(e.to_string())
+}
+
+/// A stream of an artifact's bytes.
+pub type ByteStream =
+    futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+impl ArtifactStore {
+    /// The store for `url` (`s3://bucket[/prefix]`, credentials, region and endpoint from the
+    /// usual `AWS_*` variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), or the local directory `dir` without one.
+    pub fn open(url: Option<&str>, dir: &Path) -> Result<ArtifactStore, ServerError> {
+        let Some(url) = url else {
+            return Ok(ArtifactStore::Local(dir.to_path_buf()));
+        };
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(ServerError::BadRequest(format!(
+                "artifact store `{url}`: an s3://bucket[/prefix] URL"
+            )));
+        };
+        let prefix = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(url)
+            .build()
+            .map_err(|e| ServerError::BadRequest(format!("artifact store `{url}`: {e}")))?;
+        Ok(ArtifactStore::Object {
+            store: std::sync::Arc::new(store),
+            prefix: object_store::path::Path::from(prefix),
+        })
+    }
+
+    fn key(prefix: &object_store::path::Path, id: &str) -> object_store::path::Path {
+        prefix.child(format!("{id}.artifact"))
+    }
+
+    /// Keeps a verified upload as artifact `id` (the temporary file goes either way).
+    async fn put(&self, id: &str, tmp: tempfile::TempPath) -> Result<(), ServerError> {
+        match self {
+            ArtifactStore::Local(dir) => {
+                let dest = file_of(dir, id);
+                tmp.persist(&dest)
+                    .map_err(|e| ServerError::io(&dest, e.error))?;
+            }
+            ArtifactStore::Object { store, prefix } => {
+                // Multipart when large; the object appears only when complete.
+                let mut f = tokio::fs::File::open(&tmp)
+                    .await
+                    .map_err(|e| ServerError::io(&tmp, e))?;
+                let mut w =
+                    object_store::buffered::BufWriter::new(store.clone(), Self::key(prefix, id));
+                tokio::io::copy(&mut f, &mut w)
+                    .await
+                    .map_err(|e| ServerError::Storage(format!("uploading {id}: {e}")))?;
+                w.shutdown()
+                    .await
+                    .map_err(|e| ServerError::Storage(format!("uploading {id}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of artifact `id`, all of them or `first..=last`.
+    pub async fn stream(
+        &self,
+        id: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, ServerError> {
+        match self {
+            ArtifactStore::Local(dir) => {
+                let path = file_of(dir, id);
+                let mut f = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| ServerError::io(&path, e))?;
+                Ok(match range {
+                    None => tokio_util::io::ReaderStream::new(f).boxed(),
+                    Some((s, e)) => {
+                        f.seek(std::io::SeekFrom::Start(s))
+                            .await
+                            .map_err(|err| ServerError::io(&path, err))?;
+                        tokio_util::io::ReaderStream::new(f.take(e - s + 1)).boxed()
+                    }
+                })
+            }
+            ArtifactStore::Object { store, prefix } => {
+                let opts = object_store::GetOptions {
+                    range: range.map(|(s, e)| object_store::GetRange::Bounded(s..e + 1)),
+                    ..Default::default()
+                };
+                let r = store
+                    .get_opts(&Self::key(prefix, id), opts)
+                    .await
+                    .map_err(storage)?;
+                Ok(r.into_stream()
+                    .map(|c| c.map_err(std::io::Error::other))
+                    .boxed())
+            }
+        }
+    }
+}
+
+/// Receives an uploaded body into a temporary file under `dir`, verifies it (a jota bundle
+/// trusted by `keyring`, or a `.swu`, told apart by the cpio magic), keeps it in `into` and
+/// returns its record. Nothing is kept when it is rejected.
 pub async fn receive(
+    into: &ArtifactStore,
     dir: &Path,
     keyring: &Path,
     body: Body,
@@ -94,10 +211,7 @@ pub async fn receive(
         .await
         .map_err(|e| ServerError::Database(format!("verification task: {e}")))??;
     let id = sha256[..16].to_string();
-    let dest = file_of(dir, &id);
-    tmp_path
-        .persist(&dest)
-        .map_err(|e| ServerError::io(&dest, e.error))?;
+    into.put(&id, tmp_path).await?;
     Ok(ArtifactRow {
         id,
         kind: if swu { "swu" } else { "jota" }.into(),
@@ -163,28 +277,22 @@ fn range(v: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
-/// Serves an artifact file with Range, If-Range and If-None-Match.
+/// Serves artifact `id` (`len` bytes, sha256 `sha256`) from `from` with Range, If-Range and
+/// If-None-Match.
 pub async fn serve(
-    path: &Path,
+    from: &ArtifactStore,
+    id: &str,
+    len: u64,
     sha256: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
     let etag = format!("\"{sha256}\"");
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ServerError::io(path, e))?;
-    let len = f
-        .metadata()
-        .await
-        .map_err(|e| ServerError::io(path, e))?
-        .len();
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
     let base = || {
         Response::builder()
             .header(header::ETAG, hv(&etag))
             .header(header::ACCEPT_RANGES, "bytes")
             .header(header::CONTENT_TYPE, "application/octet-stream")
-            // Artifacts never change under their id: caches may keep them.
             .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
     };
     let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -196,7 +304,6 @@ pub async fn serve(
             .body(Body::empty())
             .map_err(|e| ServerError::BadRequest(e.to_string()));
     }
-    // If-Range with another validator: the file changed for that client, send it whole.
     let range_ok = get(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
     let range = match get(header::RANGE).filter(|_| range_ok) {
         Some(v) => parse_range(v, len),
@@ -210,20 +317,12 @@ pub async fn serve(
         RangeAnswer::Whole => base()
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, len)
-            .body(Body::from_stream(tokio_util::io::ReaderStream::new(f))),
-        RangeAnswer::Part(s, e) => {
-            f.seek(std::io::SeekFrom::Start(s))
-                .await
-                .map_err(|err| ServerError::io(path, err))?;
-            let n = e - s + 1;
-            base()
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_LENGTH, n)
-                .header(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{len}")))
-                .body(Body::from_stream(tokio_util::io::ReaderStream::new(
-                    f.take(n),
-                )))
-        }
+            .body(Body::from_stream(from.stream(id, None).await?)),
+        RangeAnswer::Part(s, e) => base()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, e - s + 1)
+            .header(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{len}")))
+            .body(Body::from_stream(from.stream(id, Some((s, e))).await?)),
     };
     resp.map_err(|e| ServerError::BadRequest(e.to_string()))
 }

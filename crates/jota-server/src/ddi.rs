@@ -237,25 +237,16 @@ async fn hashes(s: &AppState, a: &ArtifactRow) -> Res<(String, String)> {
     if !a.sha1.is_empty() && !a.md5.is_empty() {
         return Ok((a.sha1.clone(), a.md5.clone()));
     }
-    let path = artifacts::file_of(s.artifacts_dir(), &a.id);
-    tokio::task::spawn_blocking(move || -> Res<(String, String)> {
-        use sha1::Digest;
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path).map_err(|e| ServerError::io(&path, e))?;
-        let (mut h1, mut h5) = (sha1::Sha1::new(), md5::Md5::new());
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| ServerError::io(&path, e))?;
-            if n == 0 {
-                break;
-            }
-            h1.update(&buf[..n]);
-            h5.update(&buf[..n]);
-        }
-        Ok((hex::encode(h1.finalize()), hex::encode(h5.finalize())))
-    })
-    .await
-    .map_err(|e| ServerError::Database(format!("hashing task: {e}")))?
+    use futures_util::StreamExt;
+    use sha1::Digest;
+    let mut stream = s.artifact_store().stream(&a.id, None).await?;
+    let (mut h1, mut h5) = (sha1::Sha1::new(), md5::Md5::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ServerError::Storage(format!("reading {}: {e}", a.id)))?;
+        h1.update(&chunk);
+        h5.update(&chunk);
+    }
+    Ok((hex::encode(h1.finalize()), hex::encode(h5.finalize())))
 }
 
 /// The body of `deploymentBase` and `installedBase`.
@@ -588,7 +579,7 @@ async fn download(
             "software module `{module}` has no artifact `{file}`"
         )));
     }
-    artifacts::serve(&artifacts::file_of(s.artifacts_dir(), &a.id), &a.sha256, &h).await
+    artifacts::serve(s.artifact_store(), &a.id, a.size as u64, &a.sha256, &h).await
 }
 
 #[cfg(test)]

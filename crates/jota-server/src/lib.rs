@@ -1,7 +1,7 @@
 //! The jota fleet server: device registry, artifacts (bundles and `.swu` files verified on
 //! upload, served with HTTP Range, ETag and If-Range so devices resume and CDNs cache),
 //! deployments, staged rollouts, the device-facing poll and status API and hawkBit's DDI API,
-//! over HTTPS. SQLite by default, PostgreSQL by URL.
+//! over HTTPS. SQLite by default, PostgreSQL by URL; artifacts on disk or in S3.
 //!
 //! Devices provision themselves (a CSR, answered with a certificate from the fleet CA) and
 //! then authenticate by that certificate (mTLS) or by token.
@@ -9,8 +9,6 @@
 //! Devices report telemetry and inventory; alerts are worked out from them.
 //!
 //! A server-rendered dashboard shows the fleet, its rollouts and each device.
-//!
-//! Not yet (issue 6 is open): S3.
 
 pub mod alerts;
 pub mod api;
@@ -59,6 +57,9 @@ pub enum ServerError {
     /// The database (500).
     #[error("database: {0}")]
     Database(String),
+    /// The artifact store (500).
+    #[error("artifact storage: {0}")]
+    Storage(String),
     /// Local I/O (500).
     #[error("{path}: {source}")]
     Io {
@@ -89,6 +90,8 @@ pub struct ServerConfig {
     pub database: Option<String>,
     /// Admin API token.
     pub admin_token: String,
+    /// Artifact storage: `s3://bucket[/prefix]`; default the directory `DATA_DIR/artifacts`.
+    pub artifact_store: Option<String>,
     /// Trusted bundle signing keys (a directory of PEM files); default `DATA_DIR/keyring`.
     pub keyring: Option<PathBuf>,
     /// Largest artifact upload.

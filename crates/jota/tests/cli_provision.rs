@@ -250,6 +250,31 @@ fn devices_provision_and_poll_with_their_certificates() {
     assert_eq!(v["state"], "accepted");
     assert_eq!(curl_poll(&s, &b, Some("device.pem")).0, 200);
 
+    // Listing with filters (tags, hardware, version, deployment state).
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["devices"];
+        a.extend_from_slice(args);
+        fleet(&s, &ca, &a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--tag", "region=eu"]), vec!["70854f56040d67c4"]);
+    assert_eq!(ids(&["--tag", "region=us"]), vec![b_id.clone()]);
+    assert!(ids(&["--tag", "region=us", "--tag", "risk=canary"]).is_empty());
+    assert_eq!(ids(&["--hardware", "3767", "--state", "idle"]).len(), 2);
+    assert_eq!(ids(&["--version", "1.0.0"]).len(), 2);
+    assert!(ids(&["--version", "none"]).is_empty());
+    let o = jota()
+        .args(["fleet", "--server", &s.1, "--token", ADMIN, "--ca"])
+        .arg(&ca)
+        .args(["devices", "--state", "bogus"])
+        .output()
+        .unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).trim().is_empty());
+
     // Renewal: the same key again gets a new certificate, and the old one stops working
     // (it still chains to the CA; the server knows only the newest).
     let old = a.join("identity/old.pem");
@@ -315,6 +340,13 @@ fn devices_provision_and_poll_with_their_certificates() {
     let (code, msg) = post(serde_json::json!({"csr": "x"}));
     assert_eq!(code, 400);
     assert!(msg.contains("serial and mac"), "{msg}");
+    let r = http
+        .get(format!("{}/api/v1/devices?colour=red", s.1))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("unknown filter `colour`"));
     assert_eq!(fleet(&s, &ca, &["devices"]).as_array().unwrap().len(), 2);
 
     // With --require-device-cert a token is no longer enough for jota's device API.

@@ -56,6 +56,18 @@ enum Cmd {
     },
     /// List devices with their current deployment.
     Devices {
+        /// Only hardware starting with this (`3767`, `3767-0005`).
+        #[arg(long)]
+        hardware: Option<String>,
+        /// Only devices with this tag (repeatable: all of them), e.g. `region=eu`.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only devices running this version (`none`: not reported).
+        #[arg(long)]
+        version: Option<String>,
+        /// Only devices whose active deployment is in this state (`idle`: none).
+        #[arg(long)]
+        state: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -279,6 +291,9 @@ enum TokenCmd {
     Revoke {
         /// Token id.
         id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -449,8 +464,18 @@ pub fn run(a: Args) -> Result<()> {
             outln!("{}", v["token"].as_str().unwrap_or_default());
             Ok(())
         }
-        Cmd::Devices { json } => {
-            let v = c.get("/api/v1/devices")?;
+        Cmd::Devices {
+            hardware,
+            tags,
+            version,
+            state,
+            json,
+        } => {
+            let mut q: Vec<(&str, String)> = tags.into_iter().map(|t| ("tag", t)).collect();
+            q.extend(hardware.map(|h| ("hardware", h)));
+            q.extend(version.map(|v| ("version", v)));
+            q.extend(state.map(|s| ("state", s)));
+            let v = c.call(c.http.get(format!("{}/api/v1/devices", c.base)).query(&q))?;
             if json {
                 return print_json(&v);
             }
@@ -639,11 +664,14 @@ pub fn run(a: Args) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::ProvisionToken(TokenCmd::Revoke { id }) => {
+        Cmd::ProvisionToken(TokenCmd::Revoke { id, json }) => {
             c.call(
                 c.http
                     .post(format!("{}/api/v1/provision-tokens/{id}/revoke", c.base)),
             )?;
+            if json {
+                return print_json(&json!({ "id": id, "revoked": true }));
+            }
             outln!("provisioning token {id}: revoked");
             Ok(())
         }

@@ -29,6 +29,11 @@ pub struct Args {
     /// DATA_DIR/admin-token.
     #[arg(long, env = "JOTA_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// Where artifacts are kept: `s3://bucket[/prefix]` (S3 or any S3-compatible store;
+    /// credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP); default DATA_DIR/artifacts.
+    #[arg(long, env = "JOTA_ARTIFACT_STORE")]
+    artifact_store: Option<String>,
     /// Directory of trusted bundle signing keys (PEM).
     #[arg(long)]
     keyring: Option<PathBuf>,
@@ -86,6 +91,7 @@ impl Args {
             database: self.database.or(f.database),
             admin_token: self.admin_token.or(f.admin_token),
             keyring: self.keyring.or(f.keyring),
+            artifact_store: self.artifact_store.or(f.artifact_store),
             max_upload_mib: self.max_upload_mib.or(f.max_upload_mib),
             poll_seconds: self.poll_seconds.or(f.poll_seconds),
             rollout_seconds: self.rollout_seconds.or(f.rollout_seconds),
@@ -158,6 +164,7 @@ pub fn run(a: Args) -> Result<()> {
         database: a.database.clone(),
         admin_token: admin_token(&a, &data_dir)?,
         keyring: a.keyring.clone(),
+        artifact_store: a.artifact_store.clone(),
         max_upload: a.max_upload_mib.unwrap_or(16384) << 20,
         poll_seconds: a.poll_seconds.unwrap_or(60),
         ddi_gateway_token: a.ddi_gateway_token.clone(),
