@@ -778,3 +778,41 @@ async fn logout(State(s): State<AppState>, h: HeaderMap) -> Page {
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_lead_only_to_dashboard_pages() {
+        for ok in [
+            "/dashboard",
+            "/dashboard/devices/orin-1",
+            "/dashboard/devices?q=3767",
+        ] {
+            check_next(ok).unwrap();
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/dashboard",
+            "/dashboardx",
+            "/api/v1/devices",
+            "/dashboard/\"><script>",
+        ] {
+            assert!(check_next(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "a=1; jota_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "jota_sessionx=1".parse().unwrap());
+        assert_eq!(cookie(&h), None);
+    }
+}

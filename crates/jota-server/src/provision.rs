@@ -569,4 +569,37 @@ mod tests {
         assert!(matches!(parse_csr(&bad), Err(ServerError::BadRequest(_))));
         assert!(parse_csr("hello").is_err());
     }
+
+    /// A valid CSR's DER, made once.
+    fn valid_der() -> &'static [u8] {
+        static DER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        DER.get_or_init(|| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let pem = rcgen::CertificateParams::new(vec![])
+                .unwrap()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
+        })
+    }
+
+    proptest::proptest! {
+        // The CSR comes from the network: no text and no damaged CSR makes it panic.
+        #[test]
+        fn any_text_is_an_answer(s in ".{0,600}") {
+            let _ = parse_csr(&s);
+        }
+
+        #[test]
+        fn damaged_csrs_are_refused_or_parsed(at in 0usize..2000, xor in 1u8..=255, cut in 0usize..2000) {
+            let mut der = valid_der().to_vec();
+            let i = at % der.len();
+            der[i] ^= xor;
+            der.truncate(cut.max(1).min(der.len()));
+            let pem = pem_rfc7468::encode_string("CERTIFICATE REQUEST", pem_rfc7468::LineEnding::LF, &der).unwrap();
+            let _ = parse_csr(&pem);
+        }
+    }
 }

@@ -273,3 +273,43 @@ impl Store {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_report_is_accepted_and_bad_values_named() {
+        let t: Telemetry = serde_json::from_str(
+            r#"{"device_id": "x", "timestamp": "2026-12-04T05:00:00Z", "ota_version": "1.0.0",
+                "boot_slot": "0", "boot_successful": 1, "uptime_seconds": 42, "rootfs_usage_pct": 41,
+                "temperature_mc": 48500, "memory_available_kb": 5723456, "gpu_utilization_pct": 0,
+                "last_ota_status": "none", "last_ota_timestamp": "none", "rollback_count": 0}"#,
+        )
+        .unwrap();
+        t.check().unwrap();
+        let bad = |json: &str, want: &str| {
+            let t: Telemetry = serde_json::from_str(json).unwrap();
+            let e = t.check().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        bad(r#"{"gpu_utilization_pct": 101}"#, "gpu_utilization_pct");
+        bad(r#"{"boot_successful": "yes"}"#, "boot_successful");
+        bad(r#"{"metrics": {"": 1}}"#, "metrics");
+        bad(
+            &format!(r#"{{"ota_version": "{}"}}"#, "v".repeat(200)),
+            "ota_version",
+        );
+        assert!(serde_json::from_str::<Telemetry>(r#"{"uptime_seconds": -1}"#).is_err());
+    }
+
+    proptest::proptest! {
+        // Telemetry comes from the network: whatever parses is checked without panicking.
+        #[test]
+        fn any_json_is_an_answer(s in r#"\{("[a-z_]{1,20}": ?(-?[0-9.e]{1,12}|"[^"]{0,10}"|true|\{\}|\[\]), ?){0,6}\}|.{0,100}"#) {
+            if let Ok(t) = serde_json::from_str::<Telemetry>(&s) {
+                let _ = t.check();
+            }
+        }
+    }
+}
