@@ -219,6 +219,9 @@ pub struct PendingDevice {
     pub updated: i64,
 }
 
+/// Most requests waiting for an operator; more are refused until some are decided.
+pub const MAX_PENDING: i64 = 10_000;
+
 /// How a provisioning request was decided.
 pub enum Outcome {
     /// Credentials issued: (certificate, token).
@@ -301,6 +304,22 @@ impl Store {
                 if key == csr.key_sha256 && state == "rejected" {
                     return Err(ServerError::Forbidden(format!(
                         "device `{id}`: an operator rejected this key"
+                    )));
+                }
+            }
+            if prior.is_none() {
+                // Anyone may ask: keep what waits for an operator bounded.
+                let waiting: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM provision_requests WHERE state = 'pending'",
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get("n")
+                .map_err(db)?;
+                if waiting >= MAX_PENDING {
+                    return Err(ServerError::Conflict(format!(
+                        "{MAX_PENDING} devices already wait for an operator: accept or reject some, or provision with a token"
                     )));
                 }
             }
