@@ -793,7 +793,13 @@ impl Store {
             Some(m) => m.saturating_sub(busy),
             None => u64::MAX,
         };
-        if room > 0 {
+        // Nobody of the phases so far waits for a deployment: no assignment query (it is an
+        // anti-join over every target, the dearest part of an evaluation once all are given).
+        let waiting: u64 = counts[..=(r.phase as usize).min(counts.len() - 1)]
+            .iter()
+            .map(|c| c.waiting)
+            .sum();
+        if room > 0 && waiting > 0 {
             let n = assign(&mut tx, &r, room, now).await?;
             if n > 0 {
                 steps.push(Step::Assigned(n));
