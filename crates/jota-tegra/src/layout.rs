@@ -782,6 +782,10 @@ impl Device {
                 }
                 start = s;
             }
+            // Sizes and offsets come from the file: every byte position below must fit.
+            if start.checked_mul(ss).is_none() {
+                return Err(err(p, "offset overflow".into()));
+            }
             let (start, len, fill): (u64, Option<u64>, bool) = if is_secondary && rest {
                 if has_primary_gpt || filled.is_some() {
                     match size_sectors {
@@ -812,6 +816,13 @@ impl Device {
             } else {
                 (start, Some(raw_size.div_ceil(ss)), false)
             };
+            if start
+                .checked_add(len.unwrap_or(0))
+                .and_then(|e| e.checked_mul(ss))
+                .is_none()
+            {
+                return Err(err(p, "offset overflow".into()));
+            }
             if let (Some(n), Some(l)) = (size_sectors, len) {
                 if start + l > n {
                     return Err(err(

@@ -369,6 +369,39 @@ fn device_aliases() {
     assert_eq!(l.devices_of("qspi").count(), 1);
 }
 
+/// Found by `mutated_layouts_never_panic` in CI: a size turned into a huge number made the
+/// placement overflow while naming the error. Now it is an error.
+#[test]
+fn huge_sizes_are_an_error_not_an_overflow() {
+    let mut t: Vec<char> = builtin::T234_NVME_ROOTFS_AB.chars().collect();
+    t[8806] = 'A';
+    let t: String = t.into_iter().collect();
+    let v = vars(&[
+        ("APPSIZE", "1073741824"),
+        ("RECSIZE", "83886080"),
+        ("EXT_NUM_SECTORS", "1000215216"),
+    ]);
+    if let Ok(l) = Layout::parse_with(&t, &v) {
+        for d in &l.devices {
+            let _ = d.resolve(None);
+        }
+    }
+    // Offsets near the top of u64, directly.
+    let x = dev(
+        "external",
+        "100000000",
+        &(p("a", "<size>4096</size>")
+            + &p(
+                "b",
+                "<start_location>0xFFFFFFFFFFFFF000</start_location><size>4096</size>",
+            )),
+    );
+    let e = Layout::parse(&x).unwrap().devices[0]
+        .resolve(None)
+        .unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+}
+
 proptest! {
     #[test]
     fn random_text_never_panics(s in "\\PC{0,400}") {
