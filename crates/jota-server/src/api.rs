@@ -81,6 +81,10 @@ impl AppState {
     pub(crate) fn artifact_store(&self) -> &artifacts::ArtifactStore {
         &self.inner.artifact_store
     }
+    /// Whether `token` is the admin token (compared by hash, as stored).
+    pub(crate) fn is_admin_token(&self, token: &str) -> bool {
+        token_hash(token) == self.inner.admin_hash
+    }
     pub(crate) fn counters(&self) -> &crate::metrics::Counters {
         &self.inner.counters
     }
@@ -122,7 +126,7 @@ fn bearer(h: &HeaderMap) -> Res<&str> {
 }
 
 fn admin(s: &AppState, h: &HeaderMap) -> Res<()> {
-    if token_hash(bearer(h)?) != s.inner.admin_hash {
+    if !s.is_admin_token(bearer(h)?) {
         return Err(ServerError::Unauthorized("not the admin token".into()));
     }
     Ok(())
@@ -740,12 +744,7 @@ async fn provision(
     check_id(&id)?;
     let csr = crate::provision::parse_csr(&r.csr)?;
     // A bearer token is optional here: a provisioning token, or the device's own.
-    let token = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let token = bearer(&h).ok();
     let poll_seconds = s.inner.config.poll_seconds;
     match s
         .inner
@@ -924,22 +923,24 @@ async fn inventory(
 
 /// A device with everything known about it.
 #[derive(Serialize)]
-struct DeviceDetail {
+pub(crate) struct DeviceDetail {
     #[serde(flatten)]
-    device: DeviceRow,
-    inventory: serde_json::Value,
-    inventory_at: Option<i64>,
+    pub(crate) device: DeviceRow,
+    pub(crate) inventory: serde_json::Value,
+    pub(crate) inventory_at: Option<i64>,
     /// The newest report, if any.
-    telemetry: Option<crate::telemetry::TelemetryRow>,
+    pub(crate) telemetry: Option<crate::telemetry::TelemetryRow>,
     /// Boots in the last day.
-    boots: Vec<i64>,
+    pub(crate) boots: Vec<i64>,
     /// Its deployments, newest first (at most 20).
-    deployments: Vec<DeploymentRow>,
+    pub(crate) deployments: Vec<DeploymentRow>,
     /// Its alerts now.
-    alerts: Vec<crate::alerts::Alert>,
+    pub(crate) alerts: Vec<crate::alerts::Alert>,
 }
 
-async fn device_detail(s: &AppState, id: &str) -> Res<DeviceDetail> {
+/// Everything known about device `id` (404 when there is none): the API's device view and
+/// the dashboard's device page.
+pub(crate) async fn device_detail(s: &AppState, id: &str) -> Res<DeviceDetail> {
     let store = &s.inner.store;
     store.flush_heartbeats().await?;
     let device = store

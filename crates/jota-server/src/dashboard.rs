@@ -622,29 +622,22 @@ fn chart(points: &[(i64, f64)], unit: &str) -> Markup {
 async fn device(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Page {
     signed_in(&s, &h).await?;
     let store = s.store();
-    store.flush_heartbeats().await.map_err(err)?;
-    let d = store
-        .device(&id)
-        .await
-        .map_err(err)?
-        .ok_or_else(|| err(ServerError::NotFound(format!("no device `{id}`"))))?;
-    let (inventory, inventory_at) = store.inventory(&id).await.map_err(err)?;
+    // What the API's device view has, plus the telemetry history and each deployment's reports.
+    let crate::api::DeviceDetail {
+        device: d,
+        inventory,
+        inventory_at,
+        boots,
+        mut deployments,
+        alerts,
+        ..
+    } = crate::api::device_detail(&s, &id).await.map_err(err)?;
     let history = store.telemetry_of(&id, 50).await.map_err(err)?;
-    let at = now();
-    let boots = store.boots_of(&id, at - 86400).await.map_err(err)?;
-    let mut deployments = store.deployments_of(&id).await.map_err(err)?;
     deployments.truncate(10);
     let mut events = Vec::new();
     for dep in &deployments {
         events.push(store.events(&dep.id).await.map_err(err)?);
     }
-    let alerts: Vec<_> = store
-        .alerts(at, s.config().poll_seconds)
-        .await
-        .map_err(err)?
-        .into_iter()
-        .filter(|a| a.device_id.as_deref() == Some(id.as_str()))
-        .collect();
     let mut temps: Vec<(i64, f64)> = history
         .iter()
         .filter_map(|r| r.report.temperature_mc.map(|t| (r.at, t as f64 / 1000.0)))
@@ -740,7 +733,7 @@ struct LoginForm {
 }
 
 async fn login_form(State(s): State<AppState>, h: HeaderMap, Form(f): Form<LoginForm>) -> Page {
-    if token_hash(&f.token) != token_hash(&s.config().admin_token) {
+    if !s.is_admin_token(&f.token) {
         return Err((
             StatusCode::UNAUTHORIZED,
             login_page(Some("Not the admin token.")),

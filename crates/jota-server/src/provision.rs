@@ -536,22 +536,15 @@ async fn insert_device(
     tags: &[String],
     at: i64,
 ) -> Result<(), ServerError> {
-    let window = crate::window::of_tags(tags)?;
-    sqlx::query(
-        "INSERT INTO devices (id, token_sha256, hardware, tags, created, window_start, window_end) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    crate::store::insert_device(
+        &mut **tx,
+        id,
+        &token_hash(&random_hex(32)?),
+        hardware,
+        tags,
+        at,
     )
-    .bind(id)
-    .bind(token_hash(&random_hex(32)?))
-    .bind(hardware)
-    .bind(serde_json::to_string(tags).unwrap_or_else(|_| "[]".into()))
-    .bind(at)
-    .bind(window.map(|w| w.0))
-    .bind(window.map(|w| w.1))
-    .execute(&mut **tx)
     .await
-    .map_err(db)?;
-    Ok(())
 }
 
 #[cfg(test)]

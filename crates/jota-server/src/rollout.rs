@@ -512,7 +512,7 @@ impl Store {
         for p in &phases {
             total.sum(p);
         }
-        let metrics = self.rollout_metrics(&r).await?;
+        let metrics = self.rollout_metrics(&r, &total).await?;
         Ok(Some(RolloutStatus {
             rollout: r,
             phases,
@@ -521,13 +521,15 @@ impl Store {
         }))
     }
 
-    /// The §20.2 numbers of rollout `r`, in one query over its deployments.
-    async fn rollout_metrics(&self, r: &RolloutRow) -> Result<RolloutMetrics, ServerError> {
+    /// The §20.2 numbers of rollout `r` whose devices are counted in `total`: the rates
+    /// from the counts, bytes and update time in one query over its deployments.
+    async fn rollout_metrics(
+        &self,
+        r: &RolloutRow,
+        total: &PhaseCounts,
+    ) -> Result<RolloutMetrics, ServerError> {
         let row = sqlx::query(
             "SELECT \
-             CAST(COALESCE(SUM(CASE WHEN state IN ('success', 'failure', 'rolled-back') THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished, \
-             CAST(COALESCE(SUM(CASE WHEN state = 'success' THEN 1 ELSE 0 END), 0) AS BIGINT) AS ok, \
-             CAST(COALESCE(SUM(CASE WHEN state = 'rolled-back' THEN 1 ELSE 0 END), 0) AS BIGINT) AS back, \
              CAST(COALESCE(SUM(downloaded_bytes), 0) AS BIGINT) AS bytes, \
              CAST(COALESCE(SUM(CASE WHEN state = 'success' THEN updated - \
                  COALESCE((SELECT MIN(e.at) FROM events e WHERE e.deployment_id = x.id), updated) \
@@ -540,8 +542,8 @@ impl Store {
         .map_err(db)?;
         // (SUM is NUMERIC on PostgreSQL, hence the casts.)
         let get = |name: &str| row.try_get::<i64, _>(name).map_err(db);
-        let (finished, ok, back) = (get("finished")?, get("ok")?, get("back")?);
-        let pct = |n: i64| {
+        let finished = total.success + total.failure + total.rolled_back;
+        let pct = |n: u64| {
             if finished == 0 {
                 0.0
             } else {
@@ -549,13 +551,13 @@ impl Store {
             }
         };
         Ok(RolloutMetrics {
-            finished: finished as u64,
-            success_percent: pct(ok),
-            rollback_percent: pct(back),
-            mean_update_seconds: if ok == 0 {
+            finished,
+            success_percent: pct(total.success),
+            rollback_percent: pct(total.rolled_back),
+            mean_update_seconds: if total.success == 0 {
                 0.0
             } else {
-                get("seconds")? as f64 / ok as f64
+                get("seconds")? as f64 / total.success as f64
             },
             bytes_downloaded: get("bytes")?,
             seconds_to_done: (r.state == "done").then_some(r.updated - r.created),

@@ -213,6 +213,43 @@ async fn add_event(
     Ok(())
 }
 
+/// Inserts device `id` through `ex` (a pool or a transaction), its maintenance window taken
+/// from its tags. Refuses an id already taken (409).
+pub(crate) async fn insert_device<'e, E>(
+    ex: E,
+    id: &str,
+    token_sha256: &str,
+    hardware: &str,
+    tags: &[String],
+    at: i64,
+) -> Result<(), ServerError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let window = crate::window::of_tags(tags)?;
+    let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+    let r = sqlx::query(
+        "INSERT INTO devices (id, token_sha256, hardware, tags, created, window_start, window_end) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(token_sha256)
+    .bind(hardware)
+    .bind(tags)
+    .bind(at)
+    .bind(window.map(|w| w.0))
+    .bind(window.map(|w| w.1))
+    .execute(ex)
+    .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ServerError::Conflict(
+            format!("device `{id}` is already registered"),
+        )),
+        Err(e) => Err(db(e)),
+    }
+}
+
 /// Deployment states a device may report (seed 001 §17.3), and whether each ends it.
 pub const STATES: &[(&str, bool)] = &[
     ("downloading", false),
@@ -296,28 +333,7 @@ impl Store {
         hardware: &str,
         tags: &[String],
     ) -> Result<(), ServerError> {
-        let window = crate::window::of_tags(tags)?;
-        let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
-        let r = sqlx::query(
-            "INSERT INTO devices (id, token_sha256, hardware, tags, created, window_start, window_end) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id)
-        .bind(token_sha256)
-        .bind(hardware)
-        .bind(tags)
-        .bind(now())
-        .bind(window.map(|w| w.0))
-        .bind(window.map(|w| w.1))
-        .execute(&self.pool)
-        .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ServerError::Conflict(
-                format!("device `{id}` is already registered"),
-            )),
-            Err(e) => Err(db(e)),
-        }
+        insert_device(&self.pool, id, token_sha256, hardware, tags, now()).await
     }
 
     /// Registers many devices in one transaction: (id, token sha256, hardware, tags) each.

@@ -4,27 +4,12 @@
 //! twice.
 
 use jota_server::rollout::{Filter, NewRollout, Phase, Policy, RolloutStatus, Step};
-use jota_server::store::{ArtifactRow, Store};
+use jota_server::store::Store;
 use jota_server::ServerError;
 
 mod common;
 
 const T0: i64 = 1_000_000;
-
-fn artifact(id: &str, version: &str) -> ArtifactRow {
-    ArtifactRow {
-        id: id.into(),
-        kind: "jota".into(),
-        version: version.into(),
-        size: 1000,
-        sha256: "ab".repeat(32),
-        sha1: String::new(),
-        md5: String::new(),
-        manifest_sha256: "cd".repeat(32),
-        chunked_bytes: 100,
-        created: T0,
-    }
-}
 
 fn phase(name: &str, percent: f64, soak_seconds: u64) -> Phase {
     Phase {
@@ -77,8 +62,14 @@ async fn scenario(store: Store) {
             .unwrap();
         store.seen(&row, Some(v)).await.unwrap();
     }
-    store.add_artifact(&artifact("v2", "2.0.0")).await.unwrap();
-    store.add_artifact(&artifact("v3", "3.0.0")).await.unwrap();
+    store
+        .add_artifact(&common::artifact("v2", "2.0.0", T0))
+        .await
+        .unwrap();
+    store
+        .add_artifact(&common::artifact("v3", "3.0.0", T0))
+        .await
+        .unwrap();
 
     let new = |artifact: &str, filter: Filter, phases: Vec<Phase>, policy: Policy| NewRollout {
         name: "test".into(),

@@ -3,25 +3,10 @@
 //! scenario, including concurrent deployments to one device.
 
 use jota_server::provision::Credential;
-use jota_server::store::{now, ArtifactRow, Store};
+use jota_server::store::{now, Store};
 use jota_server::ServerError;
 
 mod common;
-
-fn artifact(id: &str) -> ArtifactRow {
-    ArtifactRow {
-        id: id.into(),
-        kind: "jota".into(),
-        version: "2.0.0".into(),
-        size: 1000,
-        sha256: "ab".repeat(32),
-        sha1: String::new(),
-        md5: String::new(),
-        manifest_sha256: "cd".repeat(32),
-        chunked_bytes: 100,
-        created: now(),
-    }
-}
 
 async fn scenario(store: Store) {
     store
@@ -106,8 +91,14 @@ async fn scenario(store: Store) {
     let r = store.device_by_token("hbt-248").await.unwrap().unwrap();
     assert_eq!(r.version.as_deref(), Some("1.248"));
 
-    store.add_artifact(&artifact("a1")).await.unwrap();
-    store.add_artifact(&artifact("a1")).await.unwrap(); // idempotent
+    store
+        .add_artifact(&common::artifact("a1", "2.0.0", now()))
+        .await
+        .unwrap();
+    store
+        .add_artifact(&common::artifact("a1", "2.0.0", now()))
+        .await
+        .unwrap(); // idempotent
     assert_eq!(store.artifacts().await.unwrap().len(), 1);
     assert!(matches!(
         store.deploy("x", "ghost", "a1").await,

@@ -2,25 +2,10 @@
 //! local PostgreSQL. Alerts are asked for "later" (`alerts(now + …)`) instead of waiting.
 
 use jota_server::rollout::{Filter, NewRollout, Phase, Policy};
-use jota_server::store::{now, ArtifactRow, Store};
+use jota_server::store::{now, Store};
 use jota_server::telemetry::Telemetry;
 
 mod common;
-
-fn artifact() -> ArtifactRow {
-    ArtifactRow {
-        id: "v2".into(),
-        kind: "jota".into(),
-        version: "2.0.0".into(),
-        size: 1000,
-        sha256: "ab".repeat(32),
-        sha1: String::new(),
-        md5: String::new(),
-        manifest_sha256: "cd".repeat(32),
-        chunked_bytes: 100,
-        created: now(),
-    }
-}
 
 fn up(uptime: u64) -> Telemetry {
     Telemetry {
@@ -38,7 +23,10 @@ async fn scenario(store: Store) {
             .await
             .unwrap();
     }
-    store.add_artifact(&artifact()).await.unwrap();
+    store
+        .add_artifact(&common::artifact("v2", "2.0.0", now()))
+        .await
+        .unwrap();
 
     // d00 reported every 5 minutes for the last 40 minutes, each time just booted: a boot loop.
     let b = t0 - 2400;

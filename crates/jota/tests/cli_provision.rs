@@ -71,25 +71,30 @@ fn provision(s: &Server, ca: &Path, root: &Path, token: Option<&str>) -> (i32, V
     )
 }
 
-/// curl with the device's certificate: (HTTP status, body).
-fn curl_poll(s: &Server, root: &Path, cert: Option<&str>) -> (u16, String) {
-    let id = root.join("identity");
+/// curl as a device would call: the fleet CA `ca` pinned, presenting `identity`
+/// (certificate, key) when given, with `extra` arguments: (HTTP status, body).
+fn curl(ca: &Path, identity: Option<(&Path, &Path)>, extra: &[&str], url: &str) -> (u16, String) {
     let mut c = std::process::Command::new(tool("curl"));
-    c.args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(id.join("ca.pem"));
-    if let Some(cert) = cert {
-        c.arg("--cert")
-            .arg(id.join(cert))
-            .arg("--key")
-            .arg(id.join("device.key"));
+    c.args(["-s", "-w", "\n%{http_code}", "--cacert"]).arg(ca);
+    if let Some((cert, key)) = identity {
+        c.arg("--cert").arg(cert).arg("--key").arg(key);
     }
-    let o = c
-        .arg(format!("{}/api/v1/device/poll?version=1.0.0", s.1))
-        .output()
-        .unwrap();
+    let o = c.args(extra).arg(url).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A poll by curl with the device's certificate `cert` (or none): (HTTP status, body).
+fn curl_poll(s: &Server, root: &Path, cert: Option<&str>) -> (u16, String) {
+    let id = root.join("identity");
+    let (cert, key) = (cert.map(|c| id.join(c)), id.join("device.key"));
+    curl(
+        &id.join("ca.pem"),
+        cert.as_deref().map(|c| (c, key.as_path())),
+        &[],
+        &format!("{}/api/v1/device/poll?version=1.0.0", s.1),
+    )
 }
 
 #[test]
@@ -175,33 +180,31 @@ fn devices_provision_and_poll_with_their_certificates() {
 "last_ota_timestamp": "none",
 "rollback_count": 0
 }"#;
-    let telemetry = |device_header: &str, body: &str| {
-        let id = a.join("identity");
-        let o = std::process::Command::new(tool("curl"))
-            .args([
-                "-s",
-                "-w",
-                "\n%{http_code}",
+    let (cert, key) = (ident.join("device.pem"), ident.join("device.key"));
+    let post = |header: &str, method: &str, body: &str, path: &str| {
+        curl(
+            &ident.join("ca.pem"),
+            Some((&cert, &key)),
+            &[
                 "-X",
-                "POST",
+                method,
                 "-H",
                 "Content-Type: application/json",
-            ])
-            .arg("-H")
-            .arg(format!("X-Device-ID: {device_header}"))
-            .arg("--cacert")
-            .arg(id.join("ca.pem"))
-            .arg("--cert")
-            .arg(id.join("device.pem"))
-            .arg("--key")
-            .arg(id.join("device.key"))
-            .args(["-d", body])
-            .arg(format!("{}/api/v1/telemetry", s.1))
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+                "-H",
+                header,
+                "-d",
+                body,
+            ],
+            &format!("{}{path}", s.1),
+        )
+    };
+    let telemetry = |device_header: &str, body: &str| {
+        post(
+            &format!("X-Device-ID: {device_header}"),
+            "POST",
+            body,
+            "/api/v1/telemetry",
+        )
     };
     assert_eq!(telemetry("70854f56040d67c4", seed_payload).0, 204);
     let (code, msg) = telemetry("someone-else", seed_payload);
@@ -213,19 +216,13 @@ fn devices_provision_and_poll_with_their_certificates() {
     assert_eq!(code, 400);
     assert!(msg.contains("temprature_mc"), "{msg}");
     // The §9.3 version report as inventory.
-    let o = std::process::Command::new(tool("curl"))
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "Content-Type: application/json"])
-        .arg("--cacert")
-        .arg(ident.join("ca.pem"))
-        .arg("--cert")
-        .arg(ident.join("device.pem"))
-        .arg("--key")
-        .arg(ident.join("device.key"))
-        .args(["-d", r##"{"l4t": "# R36 (release), REVISION: 4.0", "kernel": "5.15.148-tegra", "rootfs_slot": "A"}"##])
-        .arg(format!("{}/api/v1/device/inventory", s.1))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "204");
+    let (code, msg) = post(
+        "Accept: application/json",
+        "PUT",
+        r##"{"l4t": "# R36 (release), REVISION: 4.0", "kernel": "5.15.148-tegra", "rootfs_slot": "A"}"##,
+        "/api/v1/device/inventory",
+    );
+    assert_eq!(code, 204, "{msg}");
     let detail = fleet(&s, &ca, &["device", "70854f56040d67c4"]);
     assert_eq!(detail["inventory"]["kernel"], "5.15.148-tegra");
     assert_eq!(detail["telemetry"]["report"]["temperature_mc"], 48500);
@@ -387,19 +384,12 @@ fn rcgen_ca(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn curl_poll_with(s: &Server, root: &Path, cert: &Path, key: &Path) -> (u16, String) {
-    let o = std::process::Command::new(tool("curl"))
-        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(root.join("identity/ca.pem"))
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg(format!("{}/api/v1/device/poll", s.1))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl(
+        &root.join("identity/ca.pem"),
+        Some((cert, key)),
+        &[],
+        &format!("{}/api/v1/device/poll", s.1),
+    )
 }
 
 fn jota_agent_client(dir: &Path) -> reqwest::blocking::Client {

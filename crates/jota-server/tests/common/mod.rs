@@ -44,3 +44,19 @@ impl PgSchema {
             .unwrap();
     }
 }
+
+/// A jota artifact record for store tests (no file behind it).
+pub fn artifact(id: &str, version: &str, created: i64) -> jota_server::store::ArtifactRow {
+    jota_server::store::ArtifactRow {
+        id: id.into(),
+        kind: "jota".into(),
+        version: version.into(),
+        size: 1000,
+        sha256: "ab".repeat(32),
+        sha1: String::new(),
+        md5: String::new(),
+        manifest_sha256: "cd".repeat(32),
+        chunked_bytes: 100,
+        created,
+    }
+}
