@@ -34,6 +34,8 @@ pub struct Config {
     pub validate: ValidateConfig,
     /// Hooks: argv lists run at stages, with `JOTA_*` environment variables.
     pub hooks: Hooks,
+    /// The fleet server `jota agent run` talks to.
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,66 @@ impl Default for Config {
             precheck: PreCheckConfig::default(),
             validate: ValidateConfig::default(),
             hooks: Hooks::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// The fleet server and how the agent talks to it (`jota agent run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Server URL (`https://fleet.example.com:8443`); empty: `jota agent run` refuses to start.
+    pub url: String,
+    /// `jota` (jota's device API) or `ddi` (a hawkBit-compatible server's DDI API).
+    pub protocol: String,
+    /// The fleet CA to pin at first contact (PEM; the server's DATA_DIR/tls/ca.pem). After
+    /// provisioning the CA the server answered with is pinned.
+    pub ca: String,
+    /// A provisioning token (a factory image's), or the device's own token.
+    pub provision_token: String,
+    /// File holding the provisioning token instead (kept out of agent.toml).
+    pub provision_token_file: String,
+    /// Hardware reported at provisioning (default: the board id from the device tree).
+    pub hardware: String,
+    /// Poll interval when the server does not say (seconds).
+    pub poll_seconds: u64,
+    /// Longest wait between attempts while the server cannot be reached (seconds).
+    pub max_backoff_seconds: u64,
+    /// Random spread of every wait, percent (so a fleet does not poll in step).
+    pub jitter_pct: u8,
+    /// Telemetry report interval (seconds; 0: none).
+    pub telemetry_seconds: u64,
+    /// Parallel Range connections of a download.
+    pub connections: usize,
+    /// Reboot by itself after an update is switched (else wait for someone to reboot).
+    pub reboot: bool,
+    /// hawkBit tenant (protocol `ddi`).
+    pub ddi_tenant: String,
+    /// hawkBit target (controller) id (protocol `ddi`; default: the device id).
+    pub ddi_controller_id: String,
+    /// hawkBit target security token (protocol `ddi`).
+    pub ddi_token: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            url: String::new(),
+            protocol: "jota".into(),
+            ca: "/etc/jota/fleet-ca.pem".into(),
+            provision_token: String::new(),
+            provision_token_file: String::new(),
+            hardware: String::new(),
+            poll_seconds: 300,
+            max_backoff_seconds: 3600,
+            jitter_pct: 20,
+            telemetry_seconds: 300,
+            connections: 4,
+            reboot: true,
+            ddi_tenant: "DEFAULT".into(),
+            ddi_controller_id: String::new(),
+            ddi_token: String::new(),
         }
     }
 }
@@ -161,6 +223,11 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// `c` as agent.toml text.
+pub fn to_toml(c: &Config) -> Result<String, toml::ser::Error> {
+    toml::to_string_pretty(c)
+}
+
 impl Config {
     /// Loads `path`; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -189,6 +256,20 @@ impl Config {
         self.backend
             .parse::<jota_bootctl::BackendKind>()
             .map_err(|e| format!("backend: {e}"))?;
+        let srv = &self.server;
+        if !matches!(srv.protocol.as_str(), "jota" | "ddi") {
+            return Err(format!(
+                "server.protocol `{}` is not `jota` or `ddi`",
+                srv.protocol
+            ));
+        }
+        let scheme_ok = srv.url.starts_with("https://") || srv.url.starts_with("http://");
+        if !srv.url.is_empty() && !scheme_ok {
+            return Err(format!("server.url `{}` is not an http(s) URL", srv.url));
+        }
+        if srv.jitter_pct > 90 || srv.connections == 0 || srv.connections > 32 {
+            return Err("server.jitter_pct is 0..90 and server.connections 1..32".into());
+        }
         for c in &self.validate.checks {
             let kinds = [
                 !c.command.is_empty(),

@@ -65,6 +65,16 @@ pub fn open_remote_with(
     caches: &Path,
 ) -> Result<Option<DeltaSource>, AgentError> {
     let remote = Remote::new(url, Duration::from_secs(30)).map_err(dl)?;
+    open(remote, ring, caches)
+}
+
+/// [`open_remote_with`] over a given [`Remote`] (the fleet agent's, with its mTLS client).
+pub fn open(
+    remote: Remote,
+    ring: &Keyring,
+    caches: &Path,
+) -> Result<Option<DeltaSource>, AgentError> {
+    let url = remote.url().to_string();
     let parsed = match remote.front() {
         Ok(p) => p,
         Err(DeltaError::NoRanges(_)) => return Ok(None),

@@ -69,6 +69,23 @@ pub fn download(
             "`{url}` is not an http(s) URL"
         )));
     }
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(o.timeout)
+        .timeout(None)
+        .user_agent(concat!("jota-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AgentError::Download(e.to_string()))?;
+    download_with(&client, url, dir, o, progress)
+}
+
+/// [`download`] through `client` (the agent's mTLS client with the pinned fleet CA).
+pub fn download_with(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    dir: &Path,
+    o: &DownloadOptions,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<Downloaded, AgentError> {
     std::fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
     let done = target(dir, url);
     if done.exists() {
@@ -83,21 +100,16 @@ pub fn download(
         });
     }
     let part = done.with_extension("jota.part");
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(o.timeout)
-        .timeout(None)
-        .user_agent(concat!("jota-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| AgentError::Download(e.to_string()))?;
     let resumed_from = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let mut last = String::new();
     for attempt in 1..=o.attempts.max(1) {
-        match fetch(&client, url, &part, o, progress) {
+        match fetch(client, url, &part, o, progress) {
             Ok(Step::Done) => {
                 let f = std::fs::File::open(&part).map_err(|e| AgentError::io(&part, e))?;
                 f.sync_all().map_err(|e| AgentError::io(&part, e))?;
                 let bytes = f.metadata().map_err(|e| AgentError::io(&part, e))?.len();
                 std::fs::rename(&part, &done).map_err(|e| AgentError::io(&done, e))?;
+                let _ = std::fs::remove_file(etag_file(&part));
                 if let Ok(d) = std::fs::File::open(dir) {
                     let _ = d.sync_all();
                 }
@@ -122,6 +134,11 @@ pub fn download(
     )))
 }
 
+/// Where the part's validator (ETag) is kept for `If-Range`.
+fn etag_file(part: &Path) -> PathBuf {
+    part.with_extension("part.etag")
+}
+
 /// One connection: ask for what is missing, append it.
 fn fetch(
     client: &reqwest::blocking::Client,
@@ -134,6 +151,11 @@ fn fetch(
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        // If the file changed on the server since the part began, the server answers the
+        // whole new file (200) instead of stitching two versions together.
+        if let Ok(tag) = std::fs::read_to_string(etag_file(part)) {
+            req = req.header(reqwest::header::IF_RANGE, tag.trim());
+        }
     }
     let mut resp = match req.send() {
         Ok(r) => r,
@@ -178,6 +200,19 @@ fn fetch(
                     free >> 20,
                     need >> 20
                 )));
+            }
+        }
+    }
+    if start == 0 {
+        let tag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.starts_with("W/"));
+        match tag {
+            Some(t) => std::fs::write(etag_file(part), t).map_err(|e| AgentError::io(part, e))?,
+            None => {
+                let _ = std::fs::remove_file(etag_file(part));
             }
         }
     }

@@ -168,6 +168,11 @@ impl<'a> DataDir<'a> {
             .write_file(&self.file(name), format!("{value}\n").as_bytes())
     }
 
+    /// Removes a file of the data directory.
+    pub fn remove(&self, name: &str) -> Result<(), StorageError> {
+        self.st.remove_file(&self.file(name))
+    }
+
     /// Reads the status files.
     pub fn status(&self) -> StatusFiles {
         StatusFiles {

@@ -3,9 +3,11 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | `/etc/jota/agent.toml`: backend, labels, data directory, keyring, checks, hooks |
+//! | [`ddi`] | hawkBit DDI client: the same agent against a hawkBit-compatible server |
 //! | [`delta`] | delta install from a URL: seed from the active slot, fetch missing chunks by Range |
 //! | [`device`] | the device: root, storage, boot control, board ids, slot labels |
 //! | [`download`] | resumable HTTP(S) download of a bundle into the data partition |
+//! | [`fleet`] | `jota agent run`: provisioning, poll, report, download, install, reboot, inventory, telemetry |
 //! | [`install`] | the install pipeline: checks, stream into the inactive slot, read back, switch |
 //! | [`validate`] | boot validation: health checks with watchdog, commit or roll back |
 //! | [`journal`] | the install journal and status files on the data partition |
@@ -13,9 +15,11 @@
 //! | [`status`] | what `jota status` reports |
 
 pub mod config;
+pub mod ddi;
 pub mod delta;
 pub mod device;
 pub mod download;
+pub mod fleet;
 pub mod install;
 pub mod journal;
 pub mod patch;
@@ -42,6 +46,9 @@ pub enum AgentError {
     /// Another install is running, or one is waiting for its reboot.
     #[error("busy: {0}")]
     Busy(String),
+    /// The fleet server has not accepted this device yet (an operator decides).
+    #[error("pending: {0}")]
+    Pending(String),
     /// Downloading the bundle failed.
     #[error("download: {0}")]
     Download(String),

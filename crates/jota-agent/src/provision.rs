@@ -117,6 +117,12 @@ pub fn device_key(dir: &Path) -> Result<rcgen::KeyPair, AgentError> {
 /// `opts.wait` while an operator has not decided.
 pub fn provision(opts: &Options) -> Result<Provisioned, AgentError> {
     let id = match (&opts.id, opts.serial.is_empty() || opts.mac.is_empty()) {
+        (Some(given), false) if *given != device_id(&opts.serial, &opts.mac) => {
+            return Err(err(format!(
+                "--id {given} is not this device's id {} (sha256 of serial-MAC, seed 003 §5.1)",
+                device_id(&opts.serial, &opts.mac)
+            )))
+        }
         (_, false) => device_id(&opts.serial, &opts.mac),
         (Some(id), true) => id.clone(),
         (None, true) => {
@@ -158,9 +164,15 @@ pub fn provision(opts: &Options) -> Result<Provisioned, AgentError> {
         if let Some(t) = &opts.token {
             req = req.bearer_auth(t);
         }
-        let r = req.send().map_err(|e| err(format!("{url}: {e}")))?;
+        // The network and the server's own troubles are worth another try; a refusal is not.
+        let net =
+            |e: &dyn std::fmt::Display| AgentError::Download(format!("provisioning: {url}: {e}"));
+        let r = req.send().map_err(|e| net(&e))?;
         let status = r.status();
-        let text = r.text().map_err(|e| err(format!("{url}: {e}")))?;
+        let text = r.text().map_err(|e| net(&e))?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(net(&status));
+        }
         if !status.is_success() {
             let msg = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()

@@ -30,6 +30,10 @@ pub struct FaultPlan {
     /// Health checks of the booted slot: `Some(false)` = they fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_ok: Option<bool>,
+    /// Health checks fail while this release version runs (an application that breaks on
+    /// one release; the other versions are healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_fail_version: Option<String>,
     /// Hardware watchdog timeout in seconds (None: disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog_timeout_s: Option<u64>,

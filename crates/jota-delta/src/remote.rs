@@ -24,10 +24,22 @@ pub const REQUEST_OVERHEAD: u64 = 400;
 pub struct Remote {
     url: String,
     client: reqwest::blocking::Client,
+    /// The bundle's validator (its ETag) from the first answer: later requests carry it in
+    /// `If-Range`, so a bundle replaced on the server is never stitched to the old one.
+    validator: Mutex<Option<String>>,
     /// Body bytes received plus [`REQUEST_OVERHEAD`] per request.
     pub bytes: AtomicU64,
     /// Requests made.
     pub requests: AtomicU64,
+    /// Requests that continued an answer cut off part-way (a dropped connection).
+    pub resumed: AtomicU64,
+}
+
+/// What one Range request delivered: the bytes that arrived from `start`, and why it
+/// stopped short, if it did (a dropped connection keeps what came before the drop).
+struct Partial {
+    body: Vec<u8>,
+    error: Option<(DeltaError, bool)>,
 }
 
 impl Remote {
@@ -41,12 +53,20 @@ impl Remote {
                 url: url.into(),
                 reason: e.to_string(),
             })?;
-        Ok(Remote {
+        Ok(Remote::with_client(url, client))
+    }
+
+    /// `url` through `client` (a device's mTLS client with the pinned fleet CA, or one with
+    /// its token in the default headers).
+    pub fn with_client(url: &str, client: reqwest::blocking::Client) -> Remote {
+        Remote {
             url: url.to_string(),
             client,
+            validator: Mutex::new(None),
             bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-        })
+            resumed: AtomicU64::new(0),
+        }
     }
 
     /// The URL.
@@ -61,61 +81,135 @@ impl Remote {
         }
     }
 
-    /// Bytes `[start, end)` of the bundle (a 206 answer for exactly that range, or
-    /// [`DeltaError::NoRanges`]).
-    pub fn range(&self, start: u64, end: u64) -> Result<Vec<u8>, DeltaError> {
+    /// One request for `[start, end)`: what arrived, and the error that cut it short with
+    /// whether trying again may help.
+    fn range_once(&self, start: u64, end: u64) -> Partial {
+        let fail = |e: DeltaError, retry: bool| Partial {
+            body: Vec::new(),
+            error: Some((e, retry)),
+        };
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(REQUEST_OVERHEAD, Ordering::Relaxed);
-        let mut last = String::new();
-        for attempt in 0..4u64 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * attempt));
+        let validator = self.validator.lock().ok().and_then(|v| v.clone());
+        let mut req = self
+            .client
+            .get(&self.url)
+            .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1));
+        if let Some(v) = &validator {
+            req = req.header(reqwest::header::IF_RANGE, v);
+        }
+        let mut resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => return fail(self.http(e), true),
+        };
+        match resp.status().as_u16() {
+            206 => {}
+            200 if validator.is_some() => {
+                return fail(
+                    self.http(
+                        "the bundle changed on the server (If-Range answered the whole file)",
+                    ),
+                    false,
+                )
             }
-            let resp = self
-                .client
-                .get(&self.url)
-                .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
-                .send();
-            let mut resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            match resp.status().as_u16() {
-                206 => {}
-                200 => return Err(DeltaError::NoRanges(self.url.clone())),
-                s if s >= 500 || s == 429 || s == 408 => {
-                    last = format!("HTTP {s}");
-                    continue;
-                }
-                s => return Err(self.http(format!("HTTP {s} for bytes {start}-{}", end - 1))),
+            200 => return fail(DeltaError::NoRanges(self.url.clone()), false),
+            s if s >= 500 || s == 429 || s == 408 => {
+                return fail(self.http(format!("HTTP {s}")), true)
             }
-            let cr = resp
-                .headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            if !cr.starts_with(&format!("bytes {start}-{}/", end - 1)) {
-                return Err(self.http(format!(
-                    "asked for bytes {start}-{}, got Content-Range `{cr}`",
-                    end - 1
-                )));
-            }
-            let want = (end - start) as usize;
-            let mut body = Vec::with_capacity(want);
-            match (&mut resp).take(want as u64 + 1).read_to_end(&mut body) {
-                Ok(_) if body.len() == want => {
-                    self.bytes.fetch_add(want as u64, Ordering::Relaxed);
-                    return Ok(body);
-                }
-                Ok(_) => last = format!("{} of {want} bytes", body.len()),
-                Err(e) => last = e.to_string(),
+            s => {
+                return fail(
+                    self.http(format!("HTTP {s} for bytes {start}-{}", end - 1)),
+                    false,
+                )
             }
         }
-        Err(self.http(format!("bytes {start}-{}: {last}", end - 1)))
+        let cr = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !cr.starts_with(&format!("bytes {start}-{}/", end - 1)) {
+            return fail(
+                self.http(format!(
+                    "asked for bytes {start}-{}, got Content-Range `{cr}`",
+                    end - 1
+                )),
+                false,
+            );
+        }
+        if validator.is_none() {
+            let etag = resp
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.starts_with("W/"))
+                .map(str::to_string);
+            if let (Some(e), Ok(mut v)) = (etag, self.validator.lock()) {
+                v.get_or_insert(e);
+            }
+        }
+        let want = (end - start) as usize;
+        let mut body = Vec::with_capacity(want);
+        let error = match (&mut resp).take(want as u64 + 1).read_to_end(&mut body) {
+            Ok(_) if body.len() == want => None,
+            Ok(_) if body.len() > want => {
+                body.truncate(want);
+                None
+            }
+            Ok(_) => Some((self.http(format!("{} of {want} bytes", body.len())), true)),
+            Err(e) => Some((self.http(e), true)),
+        };
+        self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        Partial { body, error }
+    }
+
+    /// Bytes `[start, end)` of the bundle (a 206 answer for exactly that range, or
+    /// [`DeltaError::NoRanges`]). An answer cut off part-way is continued from where it
+    /// stopped; four attempts in a row without progress give up.
+    pub fn range(&self, start: u64, end: u64) -> Result<Vec<u8>, DeltaError> {
+        let mut out = Vec::with_capacity((end - start) as usize);
+        self.range_with(start, end, &mut |b| {
+            out.extend_from_slice(b);
+            Ok(b.len() as u64)
+        })?;
+        Ok(out)
+    }
+
+    /// Reads `[start, end)` and hands what arrives to `take`, which answers how many of
+    /// the bytes it kept (whole chunks; the rest is asked for again, from the first byte
+    /// it did not keep). A dropped connection resumes after what was kept.
+    fn range_with(
+        &self,
+        start: u64,
+        end: u64,
+        take: &mut dyn FnMut(&[u8]) -> Result<u64, DeltaError>,
+    ) -> Result<(), DeltaError> {
+        let mut pos = start;
+        let mut fruitless = 0u64;
+        loop {
+            let p = self.range_once(pos, end);
+            let kept = take(&p.body)?;
+            pos += kept;
+            match p.error {
+                None if pos >= end => return Ok(()),
+                None => return Err(self.http(format!("bytes {start}-{}: short answer", end - 1))),
+                Some((e, false)) => return Err(e),
+                Some((e, true)) => {
+                    if p.body.is_empty() {
+                        fruitless += 1;
+                    } else {
+                        // Something came before the drop: the next request continues it.
+                        fruitless = 0;
+                        self.resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if fruitless >= 4 {
+                        return Err(self.http(format!("bytes {start}-{}: {e}", end - 1)));
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * fruitless.max(1)));
+                }
+            }
+        }
     }
 
     /// Fetches and checks the front: header, manifest, signatures and index (signatures are
@@ -299,7 +393,6 @@ pub fn fetch_missing(
         }
     }
     report.requests = groups.len();
-    let payload = parsed.header.payload_offset();
     let next = AtomicU64::new(0);
     let fetched = AtomicU64::new(0);
     let failure: Mutex<Option<DeltaError>> = Mutex::new(None);
@@ -311,19 +404,7 @@ pub fn fetch_missing(
                 if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                     break;
                 }
-                let r = (|| -> Result<(), DeltaError> {
-                    let start = g[0].0;
-                    let (ls, lz, _, _) = g[g.len() - 1];
-                    let body = remote.range(payload + start, payload + ls + lz)?;
-                    for &(off, size, comp, ci) in g {
-                        let raw = &body[(off - start) as usize..(off - start + size) as usize];
-                        verify_chunk(&parsed.manifest.components[comp], ci, payload + off, raw)?;
-                        cache.put(comp, ci, off, raw)?;
-                        fetched.fetch_add(1, Ordering::Relaxed);
-                        progress(size);
-                    }
-                    cache.persist()
-                })();
+                let r = fetch_group(remote, parsed, cache, g, &fetched, progress);
                 if let Err(e) = r {
                     if let Ok(mut f) = failure.lock() {
                         f.get_or_insert(e);
@@ -338,6 +419,49 @@ pub fn fetch_missing(
         return Err(e);
     }
     Ok(report)
+}
+
+/// Fetches one coalesced group of chunks. Whole chunks are verified and kept as they
+/// arrive, so a dropped connection continues at the first chunk not yet kept: a verified
+/// chunk is never fetched again (seed 001 §21.2).
+fn fetch_group(
+    remote: &Remote,
+    parsed: &Parsed,
+    cache: &ChunkCache,
+    g: &[(u64, u64, usize, usize)],
+    fetched: &AtomicU64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), DeltaError> {
+    let payload = parsed.header.payload_offset();
+    let start = g[0].0;
+    let (ls, lz, _, _) = g[g.len() - 1];
+    let mut next = 0usize;
+    let mut at = start;
+    remote.range_with(payload + start, payload + ls + lz, &mut |body| {
+        let mut used = 0u64;
+        while let Some(&(off, size, comp, ci)) = g.get(next) {
+            let rel = (off - at) as usize;
+            let Some(raw) = body.get(rel..rel + size as usize) else {
+                break;
+            };
+            verify_chunk(&parsed.manifest.components[comp], ci, payload + off, raw)?;
+            cache.put(comp, ci, off, raw)?;
+            fetched.fetch_add(1, Ordering::Relaxed);
+            progress(size);
+            next += 1;
+            used = (off + size) - at;
+        }
+        if used > 0 {
+            cache.persist()?;
+        }
+        // Continue at the next chunk (skipping a gap between chunks too).
+        let kept = match g.get(next) {
+            Some(&(off, _, _, _)) if used > 0 => off - at,
+            _ => used,
+        };
+        at += kept;
+        Ok(kept)
+    })
 }
 
 /// Reads `buf.len()` bytes at an offset of a seed.

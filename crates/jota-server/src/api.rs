@@ -202,6 +202,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}/{action}", post(control_rollout))
         .route("/api/v1/devices/provision", post(provision))
         .route("/api/v1/devices/{id}", get(show_device))
+        .route("/api/v1/devices/{id}/tags", axum::routing::put(set_tags))
         .route("/api/v1/devices/{id}/telemetry", get(device_telemetry))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/dashboard/links", post(dashboard_link))
@@ -594,7 +595,20 @@ pub struct Assignment {
     /// and report `failure` with a message saying so, or finish and report as usual.
     #[serde(default)]
     pub cancel: bool,
+    /// Whether to install once downloaded; `false`: download and hold.
+    #[serde(default = "yes")]
+    pub install: bool,
+    /// Why the install is held (download-only tag, maintenance window).
+    #[serde(default)]
+    pub hold_reason: String,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// The tag that makes a device download deployments but not install them until it goes.
+pub const DOWNLOAD_ONLY: &str = "install=download-only";
 
 async fn poll(
     State(s): State<AppState>,
@@ -633,7 +647,19 @@ async fn poll(
         // A .swu is for DDI clients (SWUpdate); a jota agent is not offered one.
         if !held && dep.artifact.kind == "jota" {
             let a = dep.artifact;
+            // A started deployment is downloaded whenever the device asks; installing it
+            // waits for the window and for a download-only tag to go (the server's clock
+            // decides, so a device with a wrong clock still keeps its window).
+            let hold_reason = if view.device.tags.iter().any(|t| t == DOWNLOAD_ONLY) {
+                format!("download only (tag `{DOWNLOAD_ONLY}`)")
+            } else if !crate::window::open(&view.device.tags, now()) {
+                "outside the maintenance window".to_string()
+            } else {
+                String::new()
+            };
             reply.deployment = Some(Assignment {
+                install: hold_reason.is_empty(),
+                hold_reason,
                 id: dep.id,
                 version: a.version,
                 url: format!("/artifacts/{}", a.id),
@@ -973,6 +999,33 @@ async fn show_device(
     Path(id): Path<String>,
 ) -> Res<Json<DeviceDetail>> {
     admin(&s, &h)?;
+    Ok(Json(device_detail(&s, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    tags: Vec<String>,
+}
+
+/// `PUT /api/v1/devices/{id}/tags`: replaces the device's tags (rollout filters, `window=`,
+/// `install=download-only`).
+async fn set_tags(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TagsBody>, JsonRejection>,
+) -> Res<Json<DeviceDetail>> {
+    admin(&s, &h)?;
+    let b = json(body)?;
+    if b.tags.len() > 64 || b.tags.iter().any(|t| t.is_empty() || t.len() > 128) {
+        return Err(ServerError::BadRequest(
+            "at most 64 tags of 1-128 characters".into(),
+        ));
+    }
+    if !s.inner.store.set_tags(&id, &b.tags).await? {
+        return Err(ServerError::NotFound(format!("no device `{id}`")));
+    }
     Ok(Json(device_detail(&s, &id).await?))
 }
 

@@ -336,6 +336,25 @@ impl Store {
         insert_device(&self.pool, id, token_sha256, hardware, tags, now()).await
     }
 
+    /// Replaces a device's tags (and the maintenance window they hold). `false`: no such
+    /// device.
+    pub async fn set_tags(&self, id: &str, tags: &[String]) -> Result<bool, ServerError> {
+        let window = crate::window::of_tags(tags)?;
+        let json = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        let n = sqlx::query(
+            "UPDATE devices SET tags = $1, window_start = $2, window_end = $3 WHERE id = $4",
+        )
+        .bind(json)
+        .bind(window.map(|w| w.0))
+        .bind(window.map(|w| w.1))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Registers many devices in one transaction: (id, token sha256, hardware, tags) each.
     /// All or none: an id already taken (or given twice) refuses the whole batch, naming it.
     pub async fn add_devices(
@@ -904,8 +923,11 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let t = now();
         let n = sqlx::query(
-            "UPDATE deployments SET state = $1, progress = $2, downloaded_bytes = $3, message = $4, \
-             active = $5, updated = $6 WHERE id = $7 AND device_id = $8 AND active = 1",
+            // Bytes only grow: a report that does not carry them (the outcome after the
+        // reboot) keeps what the download reported.
+        "UPDATE deployments SET state = $1, progress = $2, \
+             downloaded_bytes = CASE WHEN $3 > downloaded_bytes THEN $3 ELSE downloaded_bytes END, \
+             message = $4, active = $5, updated = $6 WHERE id = $7 AND device_id = $8 AND active = 1",
         )
         .bind(state)
         .bind(progress)
@@ -925,6 +947,19 @@ impl Store {
             )));
         }
         add_event(&mut tx, deployment_id, state, progress, message, t).await?;
+        if state == "success" {
+            // A success means the device runs the artifact's version now; its next poll
+            // would say so too, but the registry should not lag behind the report.
+            sqlx::query(
+                "UPDATE devices SET version = (SELECT a.version FROM artifacts a \
+                 JOIN deployments d ON d.artifact_id = a.id WHERE d.id = $1) WHERE id = $2",
+            )
+            .bind(deployment_id)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         self.deployment(deployment_id)
             .await?

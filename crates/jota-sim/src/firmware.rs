@@ -1061,6 +1061,12 @@ pub fn health(dev: &SimDevice) -> Result<std::result::Result<String, String>> {
     if plan.health_ok == Some(false) {
         return Ok(Err("health checks fail (injected)".into()));
     }
+    if plan.health_fail_version.as_deref() == Some(b.version.as_str()) {
+        return Ok(Err(format!(
+            "the application fails on release {} (injected)",
+            b.version
+        )));
+    }
     if b.fails_health_check && plan.health_ok != Some(true) {
         return Ok(Err(format!(
             "release {} fails its health checks",

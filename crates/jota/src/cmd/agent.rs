@@ -56,6 +56,18 @@ enum Cmd {
     },
     /// Print the default configuration (every key with its default) as TOML.
     DefaultConfig,
+    /// The device agent (jota-agent.service): provision on first start, then poll the fleet
+    /// server ([server] in agent.toml) with jitter and backoff, download (resuming), install,
+    /// reboot into the update and report its outcome, inventory and telemetry.
+    Run {
+        /// One poll cycle, then exit (0: nothing failed; 2: the server could not be
+        /// reached or refused; 3: waiting for an operator to accept the device).
+        #[arg(long)]
+        once: bool,
+        /// A JSON line per poll cycle on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Provision the device with a fleet server (seed 003 §5.1): make its key once, send a
     /// CSR with its serial number and MAC, and keep the certificate, the fleet CA and a
     /// device token in the identity directory. Exit 0 when accepted, 3 while pending.
@@ -97,6 +109,7 @@ enum Cmd {
 /// Runs `jota agent`.
 pub fn run(a: Args) -> Result<u8> {
     match a.cmd {
+        Cmd::Run { once, json } => run_agent(&a.dev, once, json),
         Cmd::DefaultConfig => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(0)
@@ -184,6 +197,83 @@ pub fn run(a: Args) -> Result<u8> {
                 }
             }
             Ok(if ok { 0 } else { 1 })
+        }
+    }
+}
+
+/// `jota agent run`.
+fn run_agent(dev: &DeviceArgs, once: bool, json: bool) -> Result<u8> {
+    use jota_agent::fleet::{Fleet, Next};
+    let root = DeviceRoot::at(&dev.root);
+    let path = dev
+        .config
+        .clone()
+        .unwrap_or_else(|| root.path(jota_agent::config::CONFIG_FILE));
+    let config = Config::load(&path)?;
+    if config.server.url.is_empty() {
+        anyhow::bail!(
+            "{}: no [server] url: the agent has no fleet server to talk to",
+            path.display()
+        );
+    }
+    let line = |event: &str, deployment: Option<&str>| -> Result<()> {
+        if json {
+            print_json(&serde_json::json!({ "event": event, "deployment": deployment }))?;
+        } else {
+            tracing::info!(deployment, "{event}");
+        }
+        Ok(())
+    };
+    // Connect (provisioning on first start); wait while pending or unreachable.
+    let mut wait = std::time::Duration::from_secs(5);
+    let mut fleet = loop {
+        match Fleet::connect(root.clone(), config.clone()) {
+            Ok(f) => break f,
+            Err(e @ jota_agent::AgentError::Config(_)) => return Err(e.into()),
+            Err(e) => {
+                let pending = matches!(e, jota_agent::AgentError::Pending(_));
+                line(&e.to_string(), None)?;
+                if once {
+                    return Ok(if pending { 3 } else { 2 });
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(
+                    config.server.max_backoff_seconds.max(5),
+                ));
+            }
+        }
+    };
+    if let Err(e) = fleet.after_boot() {
+        line(&format!("after boot: {e}"), None)?;
+    }
+    loop {
+        let (next, report) = fleet.tick();
+        line(&report.event, report.deployment.as_deref())?;
+        match next {
+            Next::Sleep(d) => {
+                if once {
+                    return Ok(if report.event.starts_with("error") {
+                        2
+                    } else {
+                        0
+                    });
+                }
+                std::thread::sleep(d);
+            }
+            Next::Reboot => {
+                let argv = &config.validate.reboot_command;
+                if root.is_host() && !argv.is_empty() {
+                    jota_agent::run::run(argv, &Vec::new(), std::time::Duration::from_secs(60))
+                        .map_err(|e| anyhow::anyhow!("reboot: {e}"))?;
+                } else {
+                    line(
+                        "switched: reboot the device (jota sim boot) to run the update",
+                        None,
+                    )?;
+                }
+                return Ok(0);
+            }
+            Next::PowerLost => return Ok(1),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bootctl;
 pub mod bundle;
 pub mod bup;
+pub mod demo;
 pub mod fleet;
 pub mod install;
 pub mod keys;

@@ -129,6 +129,9 @@ enum Cmd {
         /// Health checks of the booted OS: pass, fail or clear (the release decides).
         #[arg(long, value_parser = ["pass", "fail", "clear"])]
         health: Option<String>,
+        /// Health checks fail while this release version runs (other versions are healthy).
+        #[arg(long)]
+        health_fail_version: Option<String>,
         /// Hardware watchdog timeout in seconds (0: disabled).
         #[arg(long)]
         watchdog_timeout: Option<u64>,
@@ -289,6 +292,7 @@ pub fn run(a: Args) -> Result<u8> {
             dir,
             power_cut_after_writes,
             health,
+            health_fail_version,
             watchdog_timeout,
             boot_time,
             clear,
@@ -309,6 +313,9 @@ pub fn run(a: Args) -> Result<u8> {
                     Some("fail") => p.health_ok = Some(false),
                     Some(_) => p.health_ok = None,
                     None => {}
+                }
+                if let Some(v) = &health_fail_version {
+                    p.health_fail_version = Some(v.clone());
                 }
                 if let Some(w) = watchdog_timeout {
                     p.watchdog_timeout_s = (w > 0).then_some(w);

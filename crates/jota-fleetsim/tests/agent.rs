@@ -1,0 +1,215 @@
+//! The agent against a fleet server in this process: install policies, cancel, inventory
+//! and telemetry from the device's sysfs/procfs, and the hawkBit DDI client.
+
+mod common;
+
+use common::Fleet;
+use jota_fleetsim::Behaviour;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn on(list: &[Value], id: &str, version: &str) -> bool {
+    list.iter()
+        .any(|d| d["id"] == id && d["version"] == version)
+}
+
+fn behaviour() -> Behaviour {
+    Behaviour {
+        max_sleep: Some(Duration::from_millis(500)),
+        ..Behaviour::default()
+    }
+}
+
+fn write(root: &Path, abs: &str, text: &str) {
+    let p = root.join(abs.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn download_only_holds_the_install_then_cancel_drops_it_and_a_new_one_installs() {
+    let mut fleet = Fleet::new(2);
+    let server = fleet.server.clone();
+    let (id, dir, config) = fleet.device(1, &server);
+    // The device's sysfs/procfs (the simulator has none of its own).
+    write(
+        &dir,
+        "/sys/devices/virtual/thermal/thermal_zone0/temp",
+        "47500\n",
+    );
+    write(
+        &dir,
+        "/sys/devices/virtual/thermal/thermal_zone1/temp",
+        "51000\n",
+    );
+    write(
+        &dir,
+        "/proc/meminfo",
+        "MemTotal: 7620000 kB\nMemAvailable: 5123456 kB\n",
+    );
+    write(&dir, "/proc/uptime", "1234.56 2000.00\n");
+    let _ev = fleet.run(vec![(id.clone(), dir.clone(), config, behaviour())]);
+    fleet.wait_devices(60, "the device on 1.0.0", |l| on(l, &id, "1.0.0"));
+
+    // Inventory after boot and telemetry from the device's files.
+    let d = wait(30, "inventory and telemetry", || {
+        let d = fleet.get(&format!("/api/v1/devices/{id}"));
+        (d["inventory"]["ota_version"] == "1.0.0" && d["telemetry"].is_object()).then_some(d)
+    });
+    assert_eq!(d["inventory"]["boards"][0], "3767-0005-300", "{d}");
+    assert_eq!(d["inventory"]["uptime_seconds"], 1234, "{d}");
+    let t = &d["telemetry"]["report"];
+    assert_eq!(t["temperature_mc"], 51000, "the hottest zone: {t}");
+    assert_eq!(t["memory_available_kb"], 5123456, "{t}");
+    assert_eq!(t["boot_slot"], "A", "{t}");
+    assert!(
+        t.get("gpu_utilization_pct").is_none(),
+        "absent on this device: {t}"
+    );
+
+    // Download-only: fetched and held, nothing written to the inactive slot.
+    fleet.put(
+        &format!("/api/v1/devices/{id}/tags"),
+        &json!({ "tags": ["install=download-only"] }),
+    );
+    let dep = fleet.post(
+        "/api/v1/deployments",
+        &json!({ "artifact": fleet.v2, "device": id }),
+    );
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+    let held = wait(60, "the download held", || {
+        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
+        d["deployment"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("install held"))
+            .then_some(d)
+    });
+    assert_eq!(held["deployment"]["state"], "downloading", "{held}");
+    assert_eq!(held["deployment"]["progress"], 100, "{held}");
+    assert!(
+        held["deployment"]["downloaded_bytes"].as_i64().unwrap() > 0,
+        "{held}"
+    );
+    let cache = dir.join("data/ota/delta");
+    assert!(
+        std::fs::read_dir(&cache).unwrap().count() == 1,
+        "the chunks are kept"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let st: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data/ota/fleet.json")).unwrap()).unwrap();
+    assert_eq!(st["stage"], "held");
+    assert!(
+        !dir.join("data/ota/journal.json").exists() || {
+            let j: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("data/ota/journal.json")).unwrap())
+                    .unwrap();
+            j["version"] != "2.0.0"
+        },
+        "nothing installed while held"
+    );
+
+    // Cancel: the device stops, says so, and drops what it fetched.
+    fleet.post(&format!("/api/v1/deployments/{dep_id}/cancel"), &json!({}));
+    let d = wait(30, "the cancel confirmed", || {
+        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
+        (d["deployment"]["active"] == false).then_some(d)
+    });
+    assert_eq!(d["deployment"]["state"], "failure", "{d}");
+    assert!(
+        d["deployment"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{d}"
+    );
+    wait(10, "the chunk cache dropped", || {
+        (!cache.exists()).then_some(())
+    });
+
+    // The policy lifted, a new deployment installs, reboots, commits, and says so.
+    fleet.put(
+        &format!("/api/v1/devices/{id}/tags"),
+        &json!({ "tags": [] }),
+    );
+    let dep = fleet.post(
+        "/api/v1/deployments",
+        &json!({ "artifact": fleet.v2, "device": id }),
+    );
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+    let d = wait(90, "the update committed", || {
+        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
+        (d["deployment"]["active"] == false).then_some(d)
+    });
+    assert_eq!(d["deployment"]["state"], "success", "{d}");
+    let states: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    for s in ["downloading", "installing", "rebooting", "success"] {
+        assert!(states.contains(&s), "{s} reported: {states:?}");
+    }
+    let dev = fleet.get(&format!("/api/v1/devices/{id}"));
+    assert_eq!(dev["version"], "2.0.0");
+    wait(10, "the inventory after the update", || {
+        let d = fleet.get(&format!("/api/v1/devices/{id}"));
+        (d["inventory"]["ota_version"] == "2.0.0").then_some(())
+    });
+    fleet.stop();
+}
+
+#[test]
+fn the_agent_speaks_hawkbit_ddi() {
+    let mut fleet = Fleet::new(1);
+    let server = fleet.server.clone();
+    let (id, dir, mut config) = fleet.device(7, &server);
+    // Registered by the operator, with the target token hawkBit would show.
+    let token = fleet.post(
+        "/api/v1/devices",
+        &json!({ "id": id, "hardware": "3767-0005-300" }),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    config.server.protocol = "ddi".into();
+    config.server.ddi_tenant = "DEFAULT".into();
+    config.server.ddi_token = token;
+    let _ev = fleet.run(vec![(id.clone(), dir, config, behaviour())]);
+    let dep = fleet.post(
+        "/api/v1/deployments",
+        &json!({ "artifact": fleet.v2, "device": id }),
+    );
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+    let d = wait(90, "the DDI action closed", || {
+        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
+        (d["deployment"]["active"] == false).then_some(d)
+    });
+    assert_eq!(d["deployment"]["state"], "success", "{d}");
+    let messages: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("jota: rebooting")),
+        "{messages:?}"
+    );
+    let dev = fleet.get(&format!("/api/v1/devices/{id}"));
+    assert_eq!(dev["version"], "2.0.0", "{dev}");
+    fleet.stop();
+}
