@@ -36,6 +36,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// The fleet server `jota agent run` talks to.
     pub server: ServerConfig,
+    /// Application layers (bundles of files, models, containers; installed live).
+    pub layers: LayersConfig,
 }
 
 impl Default for Config {
@@ -51,6 +53,38 @@ impl Default for Config {
             validate: ValidateConfig::default(),
             hooks: Hooks::default(),
             server: ServerConfig::default(),
+            layers: LayersConfig::default(),
+        }
+    }
+}
+
+/// How application layers are switched and checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayersConfig {
+    /// Old version directories kept per layer besides the current and the previous one.
+    pub keep: u32,
+    /// Container engine CLI (`docker`, `podman`, `nerdctl`).
+    pub engine: Vec<String>,
+    /// Run after a switch so the application picks up new files (e.g. a SIGHUP).
+    pub reload: Vec<String>,
+    /// Run after a switch to (re)start the application on the new container tags.
+    pub restart: Vec<String>,
+    /// The application's health check (exit 0 = healthy), retried until the timeout.
+    pub health: Vec<String>,
+    /// Seconds the health check has to pass.
+    pub health_timeout_s: u64,
+}
+
+impl Default for LayersConfig {
+    fn default() -> Self {
+        LayersConfig {
+            keep: 1,
+            engine: vec!["docker".into()],
+            reload: Vec::new(),
+            restart: Vec::new(),
+            health: Vec::new(),
+            health_timeout_s: 60,
         }
     }
 }

@@ -789,10 +789,44 @@ impl Fleet {
                     },
                 ))
             }
+            Ok(r) if r.live => {
+                // Application layers: applied and healthy; no reboot.
+                self.report(
+                    &a.id,
+                    "success",
+                    100,
+                    progress.bytes(),
+                    &format!("application layers {} switched and healthy", r.version),
+                )?;
+                if let Some(w) = self.work(&data) {
+                    self.forget(&dev, &w)?;
+                }
+                self.inventory_sent = None;
+                Ok((
+                    Next::Sleep(Duration::from_secs(self.poll_seconds)),
+                    TickReport {
+                        deployment: Some(a.id.clone()),
+                        event: format!("application layers {} applied", r.version),
+                    },
+                ))
+            }
             Ok(r) => Err(AgentError::Device(format!(
                 "{} installed but not switched",
                 r.version
             ))),
+            Err(AgentError::RolledBack(why)) => {
+                self.report(&a.id, "rolled-back", 100, progress.bytes(), &why)?;
+                if let Some(w) = self.work(&data) {
+                    self.forget(&dev, &w)?;
+                }
+                Ok((
+                    Next::Sleep(Duration::from_secs(self.poll_seconds)),
+                    TickReport {
+                        deployment: Some(a.id.clone()),
+                        event: format!("rolled back: {why}"),
+                    },
+                ))
+            }
             Err(e) if power_lost(&dev.storage) => Err(e),
             Err(e @ AgentError::Rejected(_)) | Err(e @ AgentError::Verify(_)) => {
                 // Final: this device will not take this bundle.
@@ -1010,6 +1044,7 @@ pub fn inventory(dev: &Device) -> serde_json::Value {
         "installed_version": files.installed_version,
         "min_version": files.min_version,
         "rollback_count": files.rollback_count,
+        "layers": crate::layers::state(dev),
     });
     if let (Some(u), Some(o)) = (uptime(root), v.as_object_mut()) {
         o.insert("uptime_seconds".into(), u.into());

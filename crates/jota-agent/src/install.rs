@@ -64,6 +64,9 @@ pub struct InstallReport {
     pub written: Vec<(String, u64)>,
     /// Components an interrupted install had written and that read back intact.
     pub resumed: Vec<String>,
+    /// Applied to the running system (application layers): no switch, no reboot.
+    #[serde(default)]
+    pub live: bool,
     /// Whether the chains were switched.
     pub switched: bool,
 }
@@ -225,6 +228,34 @@ pub fn install_from(
             )));
         }
     }
+    if crate::layers::is_application(&m) {
+        // Application layers update the running system: no slot, no reboot, no OS version
+        // rules (the bundle's version is the application's).
+        if let Some(c) = m.components.iter().find(|c| c.size > MAX_IN_MEMORY) {
+            return Err(AgentError::Rejected(format!(
+                "{}: {} bytes is more than jota installs to a file ({} MiB)",
+                c.name,
+                c.size,
+                MAX_IN_MEMORY >> 20
+            )));
+        }
+        precheck::check(dev, &m.pre_checks).map_err(AgentError::Precheck)?;
+        let current = dev.current_slot()?;
+        prepare(dev, current)?;
+        crate::layers::apply(dev, src, &|i| extract_small(src, i), progress)?;
+        return Ok(InstallReport {
+            version: m.version.clone(),
+            target_slot: current,
+            written: m
+                .components
+                .iter()
+                .map(|c| (c.name.clone(), c.size))
+                .collect(),
+            resumed: Vec::new(),
+            switched: false,
+            live: true,
+        });
+    }
     let status = data.status();
     if let Some(floor) = &status.min_version {
         if jota_bundle::version::compare(&m.version, floor).is_lt() {
@@ -328,6 +359,7 @@ pub fn install_from(
             written: Vec::new(),
             resumed: Vec::new(),
             switched: false,
+            live: false,
         };
         let block = dev.config.write_block_kib as usize * 1024;
         for (i, (c, p)) in m.components.iter().zip(&plans).enumerate() {
@@ -499,7 +531,8 @@ fn plan(dev: &Device, c: &Component, target: Slot, uefi: bool) -> Result<Plan, A
             let path = c
                 .path
                 .clone()
-                .ok_or_else(|| rej("needs a target path".into()))?;
+                .filter(|p| p.starts_with('/'))
+                .ok_or_else(|| rej("needs an absolute target path in an A/B bundle".into()))?;
             if c.size > MAX_IN_MEMORY {
                 return Err(rej(format!(
                     "{} bytes is more than jota installs to a file ({} MiB)",

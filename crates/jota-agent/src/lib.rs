@@ -10,6 +10,7 @@
 //! | [`fleet`] | `jota agent run`: provisioning, poll, report, download, install, reboot, inventory, telemetry |
 //! | [`install`] | the install pipeline: checks, stream into the inactive slot, read back, switch |
 //! | [`validate`] | boot validation: health checks with watchdog, commit or roll back |
+//! | [`layers`] | application layers (files, models, containers): versioned directories, tags, health, rollback |
 //! | [`journal`] | the install journal and status files on the data partition |
 //! | [`precheck`] | power, free space, required services |
 //! | [`status`] | what `jota status` reports |
@@ -22,6 +23,7 @@ pub mod download;
 pub mod fleet;
 pub mod install;
 pub mod journal;
+pub mod layers;
 pub mod patch;
 pub mod precheck;
 pub mod provision;
@@ -49,6 +51,9 @@ pub enum AgentError {
     /// The fleet server has not accepted this device yet (an operator decides).
     #[error("pending: {0}")]
     Pending(String),
+    /// An application-layer update failed its health check and was undone.
+    #[error("rolled back: {0}")]
+    RolledBack(String),
     /// Downloading the bundle failed.
     #[error("download: {0}")]
     Download(String),

@@ -374,6 +374,21 @@ pub fn check_name(what: &str, n: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a container image tag (`inference:current`, `registry:5000/edge/app:prod`).
+pub fn check_image_tag(t: &str) -> Result<(), String> {
+    let ok = !t.is_empty()
+        && t.len() <= 255
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && !t.starts_with(['-', '.', ':', '/']);
+    if !ok {
+        return Err(format!(
+            "container tag `{t}` is not an image tag (letters, digits, `._-/:@`, at most 255)"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a target path: absolute, normalised, no `..`, no NUL, no control characters.
 pub fn check_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') || p.len() > 1024 {
@@ -487,7 +502,13 @@ impl Manifest {
                 check_partition(p).map_err(ce)?;
             }
             if let Some(p) = &c.path {
-                check_path(p).map_err(ce)?;
+                // A container's path is a file (an archive placed by an A/B install) or,
+                // in an application bundle, the image tag the application runs.
+                if c.kind == ComponentType::Container && !p.starts_with('/') {
+                    check_image_tag(p).map_err(ce)?;
+                } else {
+                    check_path(p).map_err(ce)?;
+                }
             }
             if let Some(v) = &c.version {
                 version::validate(v).map_err(|x| ce(x.to_string()))?;

@@ -213,3 +213,93 @@ fn the_agent_speaks_hawkbit_ddi() {
     assert_eq!(dev["version"], "2.0.0", "{dev}");
     fleet.stop();
 }
+
+#[test]
+fn an_application_bundle_is_applied_live_and_reported_without_a_reboot() {
+    let mut fleet = Fleet::new(1);
+    let server = fleet.server.clone();
+    let (id, dir, config) = fleet.device(3, &server);
+    // A model layer: two files for /data/models, version 2024.03.15.
+    let src = fleet.dir.path().join("model");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("engine"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(src.join("manifest.json"), b"{\"inputs\":1}").unwrap();
+    let out = fleet.dir.path().join("model-2024.03.15.jota");
+    let mut b = jota_bundle::build::Builder::new(
+        fleet.dir.path(),
+        jota_bundle::build::Options::default(),
+        jota_bundle::build::BaseKeys::default(),
+    )
+    .unwrap();
+    for (name, path) in [
+        ("engine", "/data/models/model.engine"),
+        ("manifest", "/data/models/manifest.json"),
+    ] {
+        let mut s = jota_bundle::build::ComponentSpec::new(name, jota_bundle::ComponentType::Model);
+        s.path = Some(path.into());
+        b.add(
+            s,
+            &src.join(if name == "engine" {
+                "engine"
+            } else {
+                "manifest.json"
+            }),
+            &jota_bundle::build::NoProgress,
+        )
+        .unwrap();
+    }
+    let signers: [&dyn jota_bundle::sign::Signer; 1] = [&fleet.key];
+    b.finish(
+        jota_bundle::build::Release {
+            version: "2024.03.15".into(),
+            ..Default::default()
+        },
+        &signers,
+        &out,
+    )
+    .unwrap();
+    let up = fleet.call(
+        fleet
+            .http
+            .post(format!("{}/api/v1/artifacts", fleet.server))
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(&out).unwrap()),
+    );
+    let _ev = fleet.run(vec![(id.clone(), dir.clone(), config, behaviour())]);
+    fleet.wait_devices(60, "the device on 1.0.0", |l| on(l, &id, "1.0.0"));
+    let dep = fleet.post(
+        "/api/v1/deployments",
+        &json!({ "artifact": up["id"], "device": id }),
+    );
+    let dep_id = dep["id"].as_str().unwrap().to_string();
+    let d = wait(60, "the application update", || {
+        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
+        (d["deployment"]["active"] == false).then_some(d)
+    });
+    assert_eq!(d["deployment"]["state"], "success", "{d}");
+    let states: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        !states.contains(&"rebooting"),
+        "no reboot for a model: {states:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("data/models/current")).unwrap(),
+        Path::new("2024.03.15")
+    );
+    assert_eq!(
+        std::fs::read(dir.join("data/models/current/model.engine")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    wait(20, "the layer in the inventory", || {
+        let dev = fleet.get(&format!("/api/v1/devices/{id}"));
+        (dev["inventory"]["layers"]["dirs"]["/data/models"]["current"] == "2024.03.15"
+            && dev["version"] == "1.0.0")
+            .then_some(())
+    });
+    fleet.stop();
+}

@@ -212,16 +212,11 @@ fn two_hundred_devices_resume_every_cut_download_and_fetch_no_chunk_twice() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Each reports its outcome, then its next poll carries the new version.
+    fleet.wait_devices(30, "200 devices on 2.0.0", |l| {
+        l.iter().filter(|d| d["version"] == "2.0.0").count() == n
+    });
     fleet.stop();
-    let list = fleet.get("/api/v1/devices");
-    assert_eq!(
-        list.as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["version"] == "2.0.0")
-            .count(),
-        n
-    );
 
     let log = log.lock().unwrap();
     let mut by_token: HashMap<&str, Vec<&Seen>> = HashMap::new();

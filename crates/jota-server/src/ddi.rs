@@ -429,17 +429,19 @@ async fn feedback(
         _ => dep.progress,
     };
     let done = state == "success";
-    let bytes = if done {
-        s.store()
-            .artifact(&dep.artifact_id)
-            .await?
-            .map_or(dep.downloaded_bytes, |a| a.size)
+    let artifact = if done {
+        s.store().artifact(&dep.artifact_id).await?
     } else {
-        dep.downloaded_bytes
+        None
     };
+    let bytes = artifact.as_ref().map_or(dep.downloaded_bytes, |a| a.size);
     s.store()
         .report(&d.id, &dep.id, state, progress, bytes, &message)
         .await?;
+    // DDI polls carry no version: a successful action is how the registry learns it.
+    if let Some(a) = &artifact {
+        s.store().seen(&d, Some(&a.version)).await?;
+    }
     tracing::info!(device = %d.id, deployment = %dep.id, execution = %f.status.execution, state, "DDI feedback");
     Ok(StatusCode::OK)
 }

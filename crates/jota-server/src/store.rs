@@ -947,19 +947,6 @@ impl Store {
             )));
         }
         add_event(&mut tx, deployment_id, state, progress, message, t).await?;
-        if state == "success" {
-            // A success means the device runs the artifact's version now; its next poll
-            // would say so too, but the registry should not lag behind the report.
-            sqlx::query(
-                "UPDATE devices SET version = (SELECT a.version FROM artifacts a \
-                 JOIN deployments d ON d.artifact_id = a.id WHERE d.id = $1) WHERE id = $2",
-            )
-            .bind(deployment_id)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
         tx.commit().await.map_err(db)?;
         self.deployment(deployment_id)
             .await?

@@ -6,7 +6,7 @@
 mod common;
 use common::{jota, jota_bin, server, server_with, sim_releases, spawn_server, tool, Server};
 use predicates::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -103,6 +103,29 @@ fn serve_upload_register_deploy() {
     assert_eq!(devs[0]["id"], "orin-7");
     assert_eq!(devs[0]["tags"][0], "canary");
     assert_eq!(devs[0]["deployment"]["artifact_id"], id);
+    // Tags are replaced whole; a malformed window is refused naming the tag.
+    let t = fleet(
+        &s,
+        token,
+        &["tags", "orin-7", "canary", "install=download-only"],
+    );
+    assert_eq!(t["tags"], json!(["canary", "install=download-only"]));
+    jota()
+        .args([
+            "fleet",
+            "--server",
+            &s.1,
+            "--token",
+            token,
+            "tags",
+            "orin-7",
+            "window=25:00-01:00",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("window=25:00-01:00"));
+    let t = fleet(&s, token, &["tags", "orin-7", "canary"]);
+    assert_eq!(t["tags"], json!(["canary"]));
 
     // A wrong token is a clear error, and the text output names what was done.
     jota()

@@ -580,6 +580,22 @@ fn scenario(
     };
     drain(view, &mut errors);
     let elapsed = started.elapsed().as_secs_f64();
+    // A device reports its outcome before the poll that carries its new version: give the
+    // last ones a moment.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < settle {
+        let list = api.get("/api/v1/devices")?;
+        let on_v2 = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["version"] == V2)
+            .count();
+        if on_v2 + 1 >= devices.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The end state, from the server's API.
     let list = api.get("/api/v1/devices")?;

@@ -116,6 +116,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a device's tags (rollout filters, `risk=canary`, `window=22:00-04:00`,
+    /// `install=download-only` to download updates but hold their install).
+    Tags {
+        /// Device id.
+        id: String,
+        /// The tags (none: remove all).
+        tags: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a deployment: at once if the device has not started it, else the device is
     /// asked (jota poll `cancel`, hawkBit DDI cancelAction) and it ends when it confirms.
     Cancel {
@@ -673,6 +684,18 @@ pub fn run(a: Args) -> Result<()> {
                 return print_json(&json!({ "id": id, "revoked": true }));
             }
             outln!("provisioning token {id}: revoked");
+            Ok(())
+        }
+        Cmd::Tags { id, tags, json } => {
+            let v = c.call(
+                c.http
+                    .put(format!("{}/api/v1/devices/{id}/tags", c.base))
+                    .json(&json!({ "tags": tags })),
+            )?;
+            if json {
+                return print_json(&v);
+            }
+            outln!("{id}: {}", tags.join(" "));
             Ok(())
         }
         Cmd::Cancel { id, json } => {

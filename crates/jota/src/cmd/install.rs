@@ -283,7 +283,12 @@ fn report(rep: &jota_agent::install::InstallReport) -> Result<()> {
     for name in &rep.resumed {
         outln!("  {name}: already written by the interrupted install, intact");
     }
-    if rep.switched {
+    if rep.live {
+        outln!(
+            "application layers {} switched live and healthy (no reboot)",
+            rep.version
+        );
+    } else if rep.switched {
         outln!(
             "version {} installed in slot {}; both chains switched: reboot to run it",
             rep.version,
