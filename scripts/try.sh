@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A first look at jota: a signed A/B update of a simulated Orin Nano, step by step —
 # build two releases, sign a bundle, install it, reboot, validate, commit.
-# (The full fleet demo, `jota demo`, arrives with the fleet server.)
+# (The whole fleet, server and rollout: `cargo run --release -- demo`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
