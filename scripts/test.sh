@@ -18,6 +18,6 @@ cargo test --workspace --locked
 
 step "fuzz targets build and run briefly"
 (cd fuzz && cargo +nightly fuzz build)
-fuzz/run.sh "${JOTA_FUZZ_SECONDS:-10}"
+fuzz/run.sh "${JOTA_FUZZ_SECONDS:-5}"
 
 step "all tests passed"

@@ -113,6 +113,34 @@ pub struct TickReport {
     pub event: String,
 }
 
+/// A per-device, per-start seed for the jitter (so a fleet that restarts together does not
+/// poll together).
+fn jitter_seed(id: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    (now ^ h) | 1
+}
+
+/// `d` spread by ± `pct` percent, by the random `r`.
+fn spread(d: Duration, pct: u8, r: u64) -> Duration {
+    let pct = pct as f64 / 100.0;
+    let f = 1.0 + pct * ((r % 20001) as f64 / 10000.0 - 1.0);
+    d.mul_f64(f.max(0.0))
+}
+
+/// Seconds to wait after `failures` failed attempts in a row: from the poll interval (at
+/// most 30 s) doubling per failure, up to `max`.
+fn backoff_secs(poll_seconds: u64, failures: u32, max: u64) -> u64 {
+    let base = poll_seconds.clamp(1, 30);
+    base.saturating_mul(1u64 << failures.min(20))
+        .min(max.max(1))
+}
+
 fn cfg(what: impl std::fmt::Display) -> AgentError {
     AgentError::Config(what.to_string())
 }
@@ -167,15 +195,9 @@ impl Fleet {
                 .build()
                 .map_err(cfg)?
         };
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100000001b3)
-            });
         Ok(Fleet {
             poll_seconds: s.poll_seconds,
+            rng: jitter_seed(&id),
             root,
             config,
             http,
@@ -185,7 +207,6 @@ impl Fleet {
             failures: 0,
             last_telemetry: None,
             inventory_sent: None,
-            rng: seed | 1,
             held_reported: None,
         })
     }
@@ -232,7 +253,7 @@ impl Fleet {
         };
         Ok(Fleet {
             poll_seconds: s.poll_seconds,
-            rng: (id.len() as u64) ^ 0x9e37_79b9_7f4a_7c15,
+            rng: jitter_seed(&id),
             root,
             http,
             base,
@@ -314,17 +335,17 @@ impl Fleet {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let pct = self.config.server.jitter_pct as f64 / 100.0;
-        let f = 1.0 + pct * ((self.rng % 20001) as f64 / 10000.0 - 1.0);
-        d.mul_f64(f.max(0.0))
+        spread(d, self.config.server.jitter_pct, self.rng)
     }
 
     /// The wait after `failures` failed attempts in a row: the poll interval doubled per
     /// failure up to the configured maximum, spread by the jitter.
     pub fn backoff(&mut self) -> Duration {
-        let base = self.poll_seconds.clamp(1, 3600).min(30);
-        let max = self.config.server.max_backoff_seconds.max(1);
-        let secs = base.saturating_mul(1u64 << self.failures.min(20)).min(max);
+        let secs = backoff_secs(
+            self.poll_seconds,
+            self.failures,
+            self.config.server.max_backoff_seconds,
+        );
         self.jitter(Duration::from_secs(secs))
     }
 
@@ -1130,4 +1151,39 @@ fn rootfs_usage(path: &std::path::Path) -> Option<f64> {
 /// The identity directory of a device (key, certificate, CA, token, id).
 pub fn identity_dir(root: &DeviceRoot, config: &Config) -> PathBuf {
     root.path(&config.data_dir).join("identity")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_poll_interval_up_to_the_maximum() {
+        assert_eq!(backoff_secs(300, 0, 3600), 30);
+        assert_eq!(backoff_secs(300, 1, 3600), 60);
+        assert_eq!(backoff_secs(300, 6, 3600), 1920);
+        assert_eq!(backoff_secs(300, 7, 3600), 3600);
+        assert_eq!(backoff_secs(300, 40, 3600), 3600);
+        assert_eq!(backoff_secs(1, 0, 4), 1);
+        assert_eq!(backoff_secs(1, 3, 4), 4);
+        assert_eq!(backoff_secs(0, 0, 0), 1);
+    }
+
+    #[test]
+    fn jitter_spreads_within_the_percentage_and_differs_per_device() {
+        let d = Duration::from_secs(100);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut r = jitter_seed("a");
+        for _ in 0..2000 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let s = spread(d, 20, r).as_secs_f64();
+            assert!((80.0..=120.0).contains(&s), "{s}");
+            seen.insert(s as u64);
+        }
+        assert!(seen.len() > 30, "spread over the range: {seen:?}");
+        assert_eq!(spread(d, 0, 12345), d);
+        assert_ne!(jitter_seed("device-a"), jitter_seed("device-b"));
+    }
 }
