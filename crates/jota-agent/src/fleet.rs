@@ -84,6 +84,18 @@ pub struct Work {
     pub stage: String,
 }
 
+impl Work {
+    /// The work of `a` at `stage`, for the bundle with this manifest hash.
+    fn of(a: &Assignment, stage: &str, manifest_sha256: &str) -> Work {
+        Work {
+            deployment: a.id.clone(),
+            version: a.version.clone(),
+            manifest_sha256: manifest_sha256.to_string(),
+            stage: stage.to_string(),
+        }
+    }
+}
+
 const WORK_FILE: &str = "fleet.json";
 
 /// A connected agent.
@@ -571,7 +583,7 @@ impl Fleet {
         let Some(a) = poll.deployment else {
             if let Some(w) = self.work(&data) {
                 // The server dropped it (cancelled before it started, or finished).
-                self.forget(&dev, &w)?;
+                self.forget(&dev, &w.deployment)?;
             }
             return Ok((sleep, rep(None, "idle".into())));
         };
@@ -591,9 +603,7 @@ impl Fleet {
                 ));
             }
             self.cancelled(&a, true)?;
-            if let Some(w) = work {
-                self.forget(&dev, &w)?;
-            }
+            self.forget(&dev, &a.id)?;
             return Ok((sleep, rep(Some(&a.id), "cancelled".into())));
         }
         // Already running it (the outcome was reported, or it was installed by hand).
@@ -652,10 +662,10 @@ impl Fleet {
     }
 
     /// Drops a deployment's downloaded data and `fleet.json`.
-    fn forget(&self, dev: &Device, w: &Work) -> Result<(), AgentError> {
+    fn forget(&self, dev: &Device, deployment: &str) -> Result<(), AgentError> {
         let data = DataDir::new(&dev.storage, &dev.config.data_dir);
         // One deployment at a time: whatever was fetched belongs to this one.
-        tracing::info!(deployment = %w.deployment, "dropping what was downloaded for it");
+        tracing::info!(deployment, "dropping what was downloaded for it");
         let _ = std::fs::remove_dir_all(data.host_path().join("delta"));
         let _ = std::fs::remove_dir_all(data.host_path().join("downloads"));
         self.set_work(&data, None)
@@ -667,14 +677,8 @@ impl Fleet {
         let data_path = DataDir::new(&dev.storage, &dev.config.data_dir).host_path();
         {
             let data = DataDir::new(&dev.storage, &dev.config.data_dir);
-            let w = Work {
-                deployment: a.id.clone(),
-                version: a.version.clone(),
-                manifest_sha256: a.manifest_sha256.clone(),
-                stage: "downloading".into(),
-            };
             if self.work(&data).map(|x| x.deployment) != Some(a.id.clone()) {
-                self.set_work(&data, Some(&w))?;
+                self.set_work(&data, Some(&Work::of(a, "downloading", &a.manifest_sha256)))?;
             }
         }
         let url = if a.url.starts_with("http") {
@@ -775,13 +779,7 @@ impl Fleet {
                     .flatten()
                     .map(|j| j.bundle_id)
                     .unwrap_or_else(|| a.manifest_sha256.clone());
-                let w = Work {
-                    deployment: a.id.clone(),
-                    version: a.version.clone(),
-                    manifest_sha256: bundle_id.clone(),
-                    stage: "switched".into(),
-                };
-                self.set_work(&data, Some(&w))?;
+                self.set_work(&data, Some(&Work::of(a, "switched", &bundle_id)))?;
                 self.report(
                     &a.id,
                     "rebooting",
@@ -819,9 +817,7 @@ impl Fleet {
                     progress.bytes(),
                     &format!("application layers {} switched and healthy", r.version),
                 )?;
-                if let Some(w) = self.work(&data) {
-                    self.forget(&dev, &w)?;
-                }
+                self.forget(&dev, &a.id)?;
                 self.inventory_sent = None;
                 Ok((
                     Next::Sleep(Duration::from_secs(self.poll_seconds)),
@@ -837,9 +833,7 @@ impl Fleet {
             ))),
             Err(AgentError::RolledBack(why)) => {
                 self.report(&a.id, "rolled-back", 100, progress.bytes(), &why)?;
-                if let Some(w) = self.work(&data) {
-                    self.forget(&dev, &w)?;
-                }
+                self.forget(&dev, &a.id)?;
                 Ok((
                     Next::Sleep(Duration::from_secs(self.poll_seconds)),
                     TickReport {
@@ -852,10 +846,7 @@ impl Fleet {
             Err(e @ AgentError::Rejected(_)) | Err(e @ AgentError::Verify(_)) => {
                 // Final: this device will not take this bundle.
                 self.report(&a.id, "failure", 100, progress.bytes(), &e.to_string())?;
-                let w = self.work(&data);
-                if let Some(w) = w {
-                    self.forget(&dev, &w)?;
-                }
+                self.forget(&dev, &a.id)?;
                 Ok((
                     Next::Sleep(Duration::from_secs(self.poll_seconds)),
                     TickReport {
@@ -886,13 +877,7 @@ impl Fleet {
         bytes: u64,
     ) -> Result<(Next, TickReport), AgentError> {
         let data = DataDir::new(&dev.storage, &dev.config.data_dir);
-        let w = Work {
-            deployment: a.id.clone(),
-            version: a.version.clone(),
-            manifest_sha256: a.manifest_sha256.clone(),
-            stage: "held".into(),
-        };
-        self.set_work(&data, Some(&w))?;
+        self.set_work(&data, Some(&Work::of(a, "held", &a.manifest_sha256)))?;
         if self.held_reported.as_deref() != Some(a.id.as_str()) {
             let why = if a.hold_reason.is_empty() {
                 "held by the server"

@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use jota_agent::install::{install, InstallOptions};
 use jota_agent::AgentError;
 use jota_bundle::build::{BaseKeys, Builder, ComponentSpec, NoProgress, Options, Release};
 use jota_bundle::sign::Signer;
@@ -38,25 +37,6 @@ fn app_bundle(dir: &Path, version: &str, files: &[(&str, ComponentType, &str, &[
     )
     .unwrap();
     out
-}
-
-fn install_app(
-    dev: &jota_sim::SimDevice,
-    c: &jota_agent::Config,
-    bundle: &Path,
-) -> Result<jota_agent::install::InstallReport, AgentError> {
-    let mut a = agent(dev, c);
-    install(
-        &mut a,
-        &InstallOptions {
-            bundle: bundle.to_path_buf(),
-            source: bundle.display().to_string(),
-            keyring: Some(keyring().to_path_buf()),
-            no_switch: false,
-            threads: 1,
-        },
-        &|_, _, _| {},
-    )
 }
 
 fn sh(script: &str) -> Vec<String> {
@@ -102,7 +82,7 @@ fn model_layers_switch_live_keep_the_previous_and_roll_back_on_a_failed_health_c
                 ),
             ],
         );
-        let r = install_app(&dev, &c, &b);
+        let r = try_install(&dev, &c, &b);
         if ok {
             let r = r.unwrap();
             assert!(r.live && !r.switched, "{r:?}");
@@ -214,7 +194,7 @@ esac
             b"registry.example.com/app@sha256:good1\n",
         )],
     );
-    install_app(&dev, &c, &good).unwrap();
+    try_install(&dev, &c, &good).unwrap();
     assert_eq!(current(), "registry.example.com/app@sha256:good1");
     let bad = app_bundle(
         t.path(),
@@ -226,7 +206,7 @@ esac
             b"registry.example.com/app@sha256:bad2\n",
         )],
     );
-    let e = install_app(&dev, &c, &bad).unwrap_err();
+    let e = try_install(&dev, &c, &bad).unwrap_err();
     assert!(matches!(e, AgentError::RolledBack(_)), "{e}");
     assert_eq!(
         current(),
@@ -254,7 +234,7 @@ esac
         )],
     );
     assert!(matches!(
-        install_app(&dev, &c, &junk).unwrap_err(),
+        try_install(&dev, &c, &junk).unwrap_err(),
         AgentError::Rejected(_)
     ));
     assert_eq!(current(), "registry.example.com/app@sha256:good1");

@@ -20,6 +20,14 @@ fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits until deployment `id` has ended; its view with events.
+fn ended(fleet: &Fleet, id: &str, secs: u64, what: &str) -> Value {
+    wait(secs, what, || {
+        let d = fleet.get(&format!("/api/v1/deployments/{id}"));
+        (d["deployment"]["active"] == false).then_some(d)
+    })
+}
+
 fn on(list: &[Value], id: &str, version: &str) -> bool {
     list.iter()
         .any(|d| d["id"] == id && d["version"] == version)
@@ -123,10 +131,7 @@ fn download_only_holds_the_install_then_cancel_drops_it_and_a_new_one_installs()
 
     // Cancel: the device stops, says so, and drops what it fetched.
     fleet.post(&format!("/api/v1/deployments/{dep_id}/cancel"), &json!({}));
-    let d = wait(30, "the cancel confirmed", || {
-        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
-        (d["deployment"]["active"] == false).then_some(d)
-    });
+    let d = ended(&fleet, &dep_id, 30, "the cancel confirmed");
     assert_eq!(d["deployment"]["state"], "failure", "{d}");
     assert!(
         d["deployment"]["message"]
@@ -149,10 +154,7 @@ fn download_only_holds_the_install_then_cancel_drops_it_and_a_new_one_installs()
         &json!({ "artifact": fleet.v2, "device": id }),
     );
     let dep_id = dep["id"].as_str().unwrap().to_string();
-    let d = wait(90, "the update committed", || {
-        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
-        (d["deployment"]["active"] == false).then_some(d)
-    });
+    let d = ended(&fleet, &dep_id, 90, "the update committed");
     assert_eq!(d["deployment"]["state"], "success", "{d}");
     let states: Vec<&str> = d["events"]
         .as_array()
@@ -194,10 +196,7 @@ fn the_agent_speaks_hawkbit_ddi() {
         &json!({ "artifact": fleet.v2, "device": id }),
     );
     let dep_id = dep["id"].as_str().unwrap().to_string();
-    let d = wait(90, "the DDI action closed", || {
-        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
-        (d["deployment"]["active"] == false).then_some(d)
-    });
+    let d = ended(&fleet, &dep_id, 90, "the DDI action closed");
     assert_eq!(d["deployment"]["state"], "success", "{d}");
     let messages: Vec<&str> = d["events"]
         .as_array()
@@ -272,10 +271,7 @@ fn an_application_bundle_is_applied_live_and_reported_without_a_reboot() {
         &json!({ "artifact": up["id"], "device": id }),
     );
     let dep_id = dep["id"].as_str().unwrap().to_string();
-    let d = wait(60, "the application update", || {
-        let d = fleet.get(&format!("/api/v1/deployments/{dep_id}"));
-        (d["deployment"]["active"] == false).then_some(d)
-    });
+    let d = ended(&fleet, &dep_id, 60, "the application update");
     assert_eq!(d["deployment"]["state"], "success", "{d}");
     let states: Vec<&str> = d["events"]
         .as_array()
